@@ -1,0 +1,125 @@
+"""`NFTConfig`: `GRPOConfig` plus the knobs of Negative-aware Fine-Tuning, with the paper's defaults."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from trl_nft.loss import PROMPT_WEIGHTINGS
+
+# TRL aggregations NFT can use: they only sum/average a per-token loss. The others reshape the policy term itself.
+SUPPORTED_LOSS_TYPES = ("dr_grpo", "dapo", "bnpo", "grpo")
+UNSUPPORTED_LOSS_TYPES = ("cispo", "sapo", "vespo", "luspo")
+
+# GRPOConfig options that only shape GRPO's clipped surrogate or advantages; NFT has neither. Value = TRL's default.
+IGNORED_GRPO_OPTIONS = {"epsilon": 0.2, "epsilon_high": None, "scale_rewards": "group"}
+
+
+@dataclass
+class NFTConfig(GRPOConfig):
+    """Configuration of `NFTTrainer`: every `GRPOConfig` option plus the NFT objective's own.
+
+    The policy loss is NFT's (arXiv 2505.18116, Eq. 10) instead of GRPO's clipped surrogate. `loss_type` only picks how
+    per-token losses are aggregated (default `"dr_grpo"`: sum over tokens divided by the constant
+    batch × `max_completion_length`, as in the official implementation). `importance_sampling_level="sequence"` uses
+    Eq. 9's whole-sequence ratio exp(Σ_t log-ratio) (a sum, not GSPO's length-normalised mean).
+    """
+
+    loss_type: str = field(
+        default="dr_grpo",
+        metadata={
+            "help": "How per-token NFT losses are aggregated, as in TRL: 'dr_grpo' (paper default: sum divided by "
+            "batch x max_completion_length), 'dapo' (sum / tokens in the generation batch), 'bnpo' (sum / tokens in "
+            "the micro-batch), 'grpo' (mean per sequence, then over sequences)."
+        },
+    )
+    neg_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the negative (incorrect answers) term. Paper default 1.0 = NFT; 0.0 = RFT "
+            "(positives only; the paper's RFT baseline also uses prompt_weighting='none')."
+        },
+    )
+    prompt_weighting: str = field(
+        default="dr_grpo",
+        metadata={
+            "help": "Per-prompt weight ω(q) from the group correct rate r: 'dr_grpo' = 1 - r (paper default; "
+            "on-policy equals Dr. GRPO), 'grpo' = sqrt((1 - r) / r) (on-policy equals GRPO), 'none' = 1."
+        },
+    )
+    negative_clip: float = field(
+        default=1.0,
+        metadata={
+            "help": "ε: straight-through floor of the negative ratio (1 - r R) / (1 - r); the forward value is "
+            "max(x, ε), the gradient that of x. Must be > 0. Paper default 1.0."
+        },
+    )
+    positive_clip: float = field(
+        default=0.0,
+        metadata={"help": "Straight-through floor of the positive ratio R. Paper default 0.0 (no floor)."},
+    )
+    correct_rate_clip: float = field(
+        default=0.02,
+        metadata={
+            "help": "The group correct rate r is clipped to [c, 1 - c] inside the loss, in [0, 0.5). Official "
+            "implementation default 0.02."
+        },
+    )
+    max_log_ratio: float = field(
+        default=10.0,
+        metadata={"help": "log R is capped at this value before exp. Official implementation default 10.0."},
+    )
+    reward_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "How rewards become correctness labels. None (paper): the weighted sum of rewards must lie in "
+            "[0, 1] and is used as the label (binary = the paper, fractional = soft labels); anything else is an "
+            "error. A float: correct iff reward >= threshold (for ±1 or shaped rewards)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_nft_options()
+        self._warn_ignored_grpo_options()
+
+    def _validate_nft_options(self):
+        if self.prompt_weighting not in PROMPT_WEIGHTINGS:
+            raise ValueError(f"prompt_weighting={self.prompt_weighting!r} must be one of {PROMPT_WEIGHTINGS}")
+        if not self.negative_clip > 0:
+            raise ValueError(f"negative_clip={self.negative_clip!r} must be > 0")
+        if not self.positive_clip >= 0:
+            raise ValueError(f"positive_clip={self.positive_clip!r} must be >= 0")
+        if not 0.0 <= self.correct_rate_clip < 0.5:
+            raise ValueError(f"correct_rate_clip={self.correct_rate_clip!r} must lie in [0, 0.5)")
+        if not self.neg_weight >= 0:
+            raise ValueError(f"neg_weight={self.neg_weight!r} must be >= 0")
+        if not self.max_log_ratio > 0:
+            raise ValueError(f"max_log_ratio={self.max_log_ratio!r} must be > 0")
+        if self.loss_type not in SUPPORTED_LOSS_TYPES:
+            reason = "it reshapes the policy term, which NFT replaces" if self.loss_type in UNSUPPORTED_LOSS_TYPES else ""
+            raise ValueError(
+                f"loss_type={self.loss_type!r} cannot be used with NFT{': ' + reason if reason else ''}; "
+                f"choose one of {SUPPORTED_LOSS_TYPES}"
+            )
+        if self.delta is not None:
+            raise ValueError(
+                f"delta={self.delta!r}: two-sided clipping of GRPO's ratio has no meaning for NFT; leave it None"
+            )
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ValueError(
+                f"importance_sampling_level={self.importance_sampling_level!r} must be 'token' or 'sequence'"
+            )
+
+    def _warn_ignored_grpo_options(self):
+        for name, default in IGNORED_GRPO_OPTIONS.items():
+            value = getattr(self, name)
+            if value != default:
+                warnings.warn(
+                    f"{name}={value!r} has no effect with NFTConfig: NFT uses no clipped surrogate and no "
+                    "normalised advantages.",
+                    UserWarning,
+                    stacklevel=3,
+                )

@@ -1,0 +1,277 @@
+"""`NFTTrainer`: TRL's `GRPOTrainer` with the policy loss replaced by NFT's.
+
+Generation, reward calls, vLLM, PEFT, DeepSpeed, reference-model KL, entropy handling and batching all stay TRL's.
+The subclass hooks three places:
+
+* `_calculate_rewards` – keeps the gathered reward matrix TRL computes anyway;
+* `_generate_and_score_completions` – turns it into per-completion correctness and per-group correct rate
+  (`correct`, `correct_rate`) for this process's slice of the batch;
+* `_compute_loss` – NFT's per-token loss (`trl_nft.loss`), then TRL's KL, masks and aggregation conventions.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import torch
+from trl import GRPOTrainer
+
+from trl_nft.config import NFTConfig
+from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss
+from trl_nft.labels import correctness_from_rewards
+
+# TRL private methods this trainer overrides or calls, with the signatures it was written against (trl 1.16).
+HOOKED_TRL_METHODS = {
+    "_calculate_rewards": "(self, inputs, prompts, completions, completion_ids_list)",
+    "_generate_and_score_completions": "(self, inputs: list[dict[str, torch.Tensor | Any]]) -> dict[str, torch.Tensor | Any]",
+    "_compute_loss": "(self, model, inputs)",
+    "_get_per_token_logps_and_entropies": (
+        "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
+        "compute_aux_loss=False, num_images=None, num_tiles=None, pixel_values=None, image_grid_thw=None, "
+        "pixel_attention_mask=None, spatial_shapes=None, image_sizes=None, token_type_ids=None, "
+        "mm_token_type_ids=None, image_position_ids=None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]"
+    ),
+    "get_high_entropy_mask": "(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor",
+    "get_off_policy_mask": (
+        "(advantages: torch.Tensor, per_token_logps: torch.Tensor, sampling_per_token_logps: torch.Tensor, "
+        "mask: torch.Tensor, off_policy_threshold: float) -> torch.Tensor"
+    ),
+}
+
+
+def trl_signature_mismatches() -> dict[str, tuple[str, str]]:
+    """Hooked TRL methods whose signature differs from the one this trainer was written for: {name: (want, got)}."""
+    mismatches = {}
+    for name, expected in HOOKED_TRL_METHODS.items():
+        method = getattr(GRPOTrainer, name, None)
+        actual = "<missing>" if method is None else str(inspect.signature(method))
+        if actual != expected:
+            mismatches[name] = (expected, actual)
+    return mismatches
+
+
+class NFTTrainer(GRPOTrainer):
+    """Negative-aware Fine-Tuning (arXiv 2505.18116) with `GRPOTrainer`'s constructor and usage.
+
+    Pass an `NFTConfig` as `args`. Reward functions are used as verifiers: see `NFTConfig.reward_threshold` for how
+    rewards become correctness labels. Completions whose rewards are all `None` are left out of the group correct
+    rate and get zero loss.
+    """
+
+    _tag_names = ["trl", "nft"]
+    _name = "NFT"
+
+    def __init__(self, model, reward_funcs=None, args: NFTConfig | None = None, *more_args, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = NFTConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-NFT")
+        if not isinstance(args, NFTConfig):
+            raise TypeError(
+                f"args must be an NFTConfig (it adds the NFT options to GRPOConfig), got {type(args).__name__}; "
+                "build it as NFTConfig(**your_grpo_config.to_dict()) or with the same keyword arguments."
+            )
+        super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        mismatches = trl_signature_mismatches()
+        if mismatches:
+            warnings.warn(
+                f"NFTTrainer was written for trl 1.16; these hooked methods changed: {sorted(mismatches)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._gathered_rewards_per_func = None
+
+    # ----------------------------------------------------------------------------------------------- labels
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards_per_func = rewards_per_func  # all processes' completions, in group order
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        labels = correctness_from_rewards(
+            self._gathered_rewards_per_func,
+            self.reward_weights,
+            group_size,
+            reward_func_names=self.reward_func_names,
+            reward_threshold=self.args.reward_threshold,
+        )
+        self._gathered_rewards_per_func = None
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        output["correct"] = labels.correct[local]
+        output["correct_rate"] = labels.loss_correct_rate[local]
+
+        metrics = self._metrics[mode]
+        metrics["nft/correct_rate_mean"].append(labels.group_correct_rate.nanmean().nan_to_num(0.0).item())
+        metrics["nft/degenerate_group_frac"].append(labels.degenerate_groups.float().mean().item())
+        return output
+
+    # ------------------------------------------------------------------------------------------------- loss
+    def _compute_loss(self, model, inputs):
+        args = self.args
+        mode = "train" if self.model.training else "eval"
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+
+        per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model,
+            torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([prompt_mask, completion_mask], dim=1),
+            completion_ids.size(1),
+            compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled,
+            **{key: inputs.get(key) for key in _MULTIMODAL_KEYS},
+        )
+        # On-policy without vLLM, TRL skips computing π_old: it equals the current policy before this update.
+        old_per_token_logps = inputs.get("old_per_token_logps")
+        if old_per_token_logps is None:
+            old_per_token_logps = per_token_logps.detach()
+
+        nft_kwargs = dict(
+            neg_weight=args.neg_weight,
+            prompt_weighting=args.prompt_weighting,
+            level=self.importance_sampling_level,
+            negative_clip=args.negative_clip,
+            positive_clip=args.positive_clip,
+            correct_rate_clip=args.correct_rate_clip,
+            max_log_ratio=args.max_log_ratio,
+        )
+        correct, correct_rate = inputs["correct"], inputs["correct_rate"]
+        per_token_loss = nft_per_token_loss(
+            per_token_logps, old_per_token_logps, mask, correct, correct_rate, **nft_kwargs
+        )
+
+        # TRL applies the entropy bonus on the same tokens as the policy loss (high-entropy ones, if selected).
+        entropy_mask = mask
+        if self.top_entropy_quantile < 1.0:
+            entropy_mask = mask * self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
+        loss_mask = entropy_mask
+        if self.off_policy_mask_threshold is not None:
+            # TRL keeps sequences with a non-negative advantage; NFT's on-policy advantage is r − r̂.
+            loss_mask = loss_mask * self.get_off_policy_mask(
+                advantages=(correct - correct_rate).unsqueeze(1),
+                per_token_logps=per_token_logps,
+                sampling_per_token_logps=inputs.get("sampling_per_token_logps", old_per_token_logps),
+                mask=mask,
+                off_policy_threshold=self.off_policy_mask_threshold,
+            )
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]
+
+        per_token_kl = None
+        if self.beta != 0.0:
+            ref_logps = inputs["ref_per_token_logps"]
+            per_token_kl = torch.exp(ref_logps - per_token_logps) - (ref_logps - per_token_logps) - 1
+            if args.use_bias_correction_kl:
+                per_token_kl = per_token_kl * torch.exp(per_token_logps - old_per_token_logps)
+            per_token_loss = per_token_loss + self.beta * per_token_kl
+
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        loss = self._aggregate(per_token_loss * loss_mask, inputs, mode)
+
+        if self._entropy_bonus_enabled:
+            loss = loss - self._entropy_bonus(entropies, entropy_mask, mode)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+
+        self._log_nft_metrics(per_token_logps, old_per_token_logps, mask, correct, correct_rate, nft_kwargs, mode)
+        if per_token_kl is not None:
+            self._metrics[mode]["kl"].append(self._global_masked_mean(per_token_kl, mask))
+        self._metrics[mode]["entropy"].append(self._global_masked_mean(entropies, mask))
+        return loss
+
+    def _aggregate(self, masked_loss: torch.Tensor, inputs, mode: str) -> torch.Tensor:
+        """Reduce a masked per-token loss ((B, T) or (B, 1) broadcast) with TRL's `loss_type` normalisers."""
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        masked_loss = masked_loss * torch.ones_like(mask)  # sequence level: one value repeated on each token
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        if self.loss_type == "grpo":
+            return (masked_loss.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+        if self.loss_type == "bnpo":
+            return masked_loss.sum() / mask.sum().clamp(min=1.0) / accumulation
+        if self.loss_type == "dr_grpo":
+            return masked_loss.sum() / (masked_loss.size(0) * self.max_completion_length) / accumulation
+        if self.loss_type == "dapo":
+            # num_items_in_batch counts the whole generation batch on all processes; bring it to this window.
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+            return masked_loss.sum() / normalizer
+        raise ValueError(f"loss_type={self.loss_type!r} is not supported by NFTTrainer")
+
+    def _entropy_bonus(self, entropies: torch.Tensor, effective_mask: torch.Tensor, mode: str) -> torch.Tensor:
+        """TRL's entropy bonus (static or adaptive `entropy_coef`), as the term subtracted from the loss."""
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        mean_entropy = (entropies * effective_mask).sum() / effective_mask.sum().clamp(min=1.0) / accumulation
+        coef = self.entropy_coef
+        if self.use_adaptive_entropy:
+            # The coefficient set at the end of the previous optimizer step applies to the whole window.
+            coef = coef if self._last_world_entropy <= self.args.entropy_target else 0.0
+            if mode == "train":
+                self._update_adaptive_entropy(entropies, effective_mask)
+        if mode == "train" and self.accelerator.sync_gradients:
+            self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
+        return coef * mean_entropy
+
+    def _update_adaptive_entropy(self, entropies: torch.Tensor, effective_mask: torch.Tensor) -> None:
+        stats = torch.stack([(entropies * effective_mask).sum(), effective_mask.sum()]).detach()
+        window = stats if self._entropy_window_stats is None else self._entropy_window_stats + stats
+        self._entropy_window_stats = window
+        if not self.accelerator.sync_gradients:
+            return
+        total = self.accelerator.reduce(window, reduction="sum")
+        world_entropy = (total[0] / total[1].clamp(min=1.0)).item()
+        step = self.args.entropy_coef_delta
+        if world_entropy <= self.args.entropy_target:
+            self.entropy_coef = min(self.entropy_coef + step, self.args.entropy_coef_max)
+        else:
+            self.entropy_coef = max(self.entropy_coef - step, self.args.entropy_coef_min)
+        self._last_world_entropy = world_entropy
+        self._entropy_window_stats = None
+
+    # ---------------------------------------------------------------------------------------------- metrics
+    def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        values = values.detach() * torch.ones_like(mask, dtype=values.dtype)
+        totals = torch.stack([(values * mask).sum(), mask.sum().to(values.dtype)])
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+    @torch.no_grad()
+    def _log_nft_metrics(self, logps, old_logps, mask, correct, correct_rate, nft_kwargs, mode):
+        metrics = self._metrics[mode]
+        # The loss is linear in `correct`, so its two parts are the loss at correct = 1 and at correct = 0.
+        ones, zeros = torch.ones_like(correct), torch.zeros_like(correct)
+        positive = nft_per_token_loss(logps, old_logps, mask, ones, correct_rate, **nft_kwargs) * correct[:, None]
+        negative = nft_per_token_loss(logps, old_logps, mask, zeros, correct_rate, **nft_kwargs)
+        negative = negative * (1 - correct)[:, None]
+        metrics["nft/positive_loss"].append(self._global_masked_mean(positive, mask))
+        metrics["nft/negative_loss"].append(self._global_masked_mean(negative, mask))
+
+        log_ratio = nft_log_ratio(logps, old_logps, mask, nft_kwargs["level"], nft_kwargs["max_log_ratio"])
+        ratio = torch.exp(log_ratio) * torch.ones_like(mask, dtype=log_ratio.dtype)
+        metrics["nft/ratio_mean"].append(self._global_masked_mean(ratio, mask))
+        local_max = ratio.masked_fill(mask == 0, 0.0).max() if mask.any() else ratio.new_zeros(())
+        metrics["nft/ratio_max"].append(self.accelerator.gather(local_max.reshape(1)).max().item())
+
+        at_floor = negative_at_floor(log_ratio, correct_rate, nft_kwargs["negative_clip"], nft_kwargs["correct_rate_clip"])
+        informative = (correct_rate > 0) & (correct_rate < 1)
+        negative_tokens = mask * ((1 - correct) * informative)[:, None]
+        metrics["nft/negative_floor_frac"].append(self._global_masked_mean(at_floor.to(logps.dtype), negative_tokens))
+
+
+_MULTIMODAL_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
