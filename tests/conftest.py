@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny offline model, a toy prompt set and deterministic verifier rewards."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny-model CPU work is ~100x slower with thread oversubscription
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def first_char_parity_reward(completions, **kwargs):
+    """Deterministic 0/1 'verifier': correct iff the completion's first character has an even code point."""
+    return [float(bool(c) and ord(c[0]) % 2 == 0) for c in completions]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from trl_nft.tiny_models import build_char_tokenizer
+
+    return build_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def base_model(tokenizer):
+    from trl_nft.tiny_models import build_tiny_qwen2
+
+    return build_tiny_qwen2(tokenizer, seed=0)
+
+
+@pytest.fixture
+def model(base_model):
+    return copy.deepcopy(base_model)
+
+
+@pytest.fixture(scope="session")
+def prompt_dataset():
+    from datasets import Dataset
+
+    prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)]
+    return Dataset.from_dict({"prompt": prompts, "answer": [str(len(p)) for p in prompts]})
+
+
+def tiny_args(config_cls, tmp_path, **overrides):
+    """CPU-only, deterministic, fast settings shared by the trainer tests."""
+    settings = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=6,
+        max_steps=1,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        learning_rate=1e-2,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    return config_cls(**settings)

@@ -1,0 +1,102 @@
+"""Strictly on-policy, one NFT step equals one (Dr.) GRPO step: the paper's equivalence, checked on real trainers.
+
+Plain SGD with no gradient clipping makes the parameter update proportional to the gradient, so any scale error in
+the loss shows up (Adam would normalise it away). Both trainers start from the same weights and seed and must sample
+the same completions; that is asserted, not assumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from tests.conftest import first_char_parity_reward, tiny_args
+from trl_nft import NFTConfig, NFTTrainer
+
+
+def train_and_get_update(trainer_cls, config_cls, model, dataset, tokenizer, tmp_path, **overrides):
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = tiny_args(config_cls, tmp_path, **overrides)
+    trainer = trainer_cls(
+        model=model, reward_funcs=first_char_parity_reward, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    update = {name: p.detach() - start[name] for name, p in trainer.model.named_parameters()}
+    return update, list(trainer._logs["completion"]), list(trainer._logs["rewards"]["first_char_parity_reward"])
+
+
+def flat(update):
+    return torch.cat([u.flatten() for u in update.values()])
+
+
+def informative_groups(rewards, group_size):
+    groups = [rewards[i : i + group_size] for i in range(0, len(rewards), group_size)]
+    return [g for g in groups if 0 < sum(g) < len(g)]
+
+
+def test_nft_dr_grpo_weighting_equals_dr_grpo(base_model, prompt_dataset, tokenizer, tmp_path):
+    common = dict(loss_type="dr_grpo", max_steps=2, per_device_train_batch_size=16, num_generations=4)
+    nft_update, nft_completions, rewards = train_and_get_update(
+        NFTTrainer, NFTConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "nft",
+        prompt_weighting="dr_grpo", **common,
+    )
+    grpo_update, grpo_completions, _ = train_and_get_update(
+        GRPOTrainer, GRPOConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "grpo",
+        scale_rewards="none", **common,
+    )
+    assert nft_completions == grpo_completions
+    assert len(informative_groups(rewards, 4)) >= 2, "the test needs groups with mixed answers"
+    assert flat(nft_update).abs().max() > 1e-5
+    torch.testing.assert_close(flat(nft_update), flat(grpo_update), rtol=1e-4, atol=1e-7)
+
+
+def test_nft_grpo_weighting_equals_grpo_up_to_sample_std(base_model, prompt_dataset, tokenizer, tmp_path):
+    """With G = 2 every informative group has r̂ = 1/2, so TRL's advantage is NFT's times one known constant.
+
+    TRL divides by the sample std plus 1e-4; ω = sqrt((1 − r̂)/r̂) corresponds to the population std. For r̂ = 1/2:
+    population std 1/2, sample std 1/2 · sqrt(G/(G − 1)).
+    """
+    group = 2
+    common = dict(loss_type="dr_grpo", max_steps=1, per_device_train_batch_size=16, num_generations=group)
+    nft_update, nft_completions, rewards = train_and_get_update(
+        NFTTrainer, NFTConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "nft",
+        prompt_weighting="grpo", correct_rate_clip=0.0, **common,
+    )
+    grpo_update, grpo_completions, _ = train_and_get_update(
+        GRPOTrainer, GRPOConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "grpo",
+        scale_rewards="group", **common,
+    )
+    assert nft_completions == grpo_completions
+    assert informative_groups(rewards, group), "the test needs groups with mixed answers"
+    population_std = 0.5
+    sample_std = population_std * math.sqrt(group / (group - 1))
+    factor = population_std / (sample_std + 1e-4)
+    torch.testing.assert_close(flat(nft_update) * factor, flat(grpo_update), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "nft_overrides, shared_overrides",
+    [
+        (dict(neg_weight=0.0), dict(max_steps=1)),  # RFT drops the negative term
+        (dict(), dict(max_steps=2, num_iterations=2)),  # the second pass over a batch is off-policy
+    ],
+    ids=["neg_weight=0", "num_iterations=2"],
+)
+def test_negative_controls_differ(base_model, prompt_dataset, tokenizer, tmp_path, nft_overrides, shared_overrides):
+    common = dict(loss_type="dr_grpo", per_device_train_batch_size=16, num_generations=4, learning_rate=0.5,
+                  **shared_overrides)
+    nft_update, nft_completions, _ = train_and_get_update(
+        NFTTrainer, NFTConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "nft",
+        **nft_overrides, **common,
+    )
+    grpo_update, grpo_completions, _ = train_and_get_update(
+        GRPOTrainer, GRPOConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "grpo",
+        scale_rewards="none", **common,
+    )
+    assert nft_completions == grpo_completions
+    difference = (flat(nft_update) - flat(grpo_update)).norm() / flat(grpo_update).norm()
+    assert difference > 1e-3
