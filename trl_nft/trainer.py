@@ -21,31 +21,28 @@ from trl_nft.config import NFTConfig
 from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss
 from trl_nft.labels import correctness_from_rewards
 
-# TRL private methods this trainer overrides or calls, with the signatures it was written against (trl 1.16).
+# TRL private methods this trainer overrides or calls, with the parameter names it relies on (trl 1.16).
 HOOKED_TRL_METHODS = {
-    "_calculate_rewards": "(self, inputs, prompts, completions, completion_ids_list)",
-    "_generate_and_score_completions": "(self, inputs: list[dict[str, torch.Tensor | Any]]) -> dict[str, torch.Tensor | Any]",
-    "_compute_loss": "(self, model, inputs)",
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_compute_loss": ("self", "model", "inputs"),
     "_get_per_token_logps_and_entropies": (
-        "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
-        "compute_aux_loss=False, num_images=None, num_tiles=None, pixel_values=None, image_grid_thw=None, "
-        "pixel_attention_mask=None, spatial_shapes=None, image_sizes=None, token_type_ids=None, "
-        "mm_token_type_ids=None, image_position_ids=None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]"
+        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
+        "compute_aux_loss", "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
+        "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
     ),
-    "get_high_entropy_mask": "(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor",
-    "get_off_policy_mask": (
-        "(advantages: torch.Tensor, per_token_logps: torch.Tensor, sampling_per_token_logps: torch.Tensor, "
-        "mask: torch.Tensor, off_policy_threshold: float) -> torch.Tensor"
-    ),
+    "get_high_entropy_mask": ("self", "entropies", "mask", "threshold"),
+    "get_off_policy_mask": ("advantages", "per_token_logps", "sampling_per_token_logps", "mask", "off_policy_threshold"),
+    "_prepare_inputs": ("self", "generation_batch"),
 }
 
 
-def trl_signature_mismatches() -> dict[str, tuple[str, str]]:
-    """Hooked TRL methods whose signature differs from the one this trainer was written for: {name: (want, got)}."""
+def trl_signature_mismatches() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Hooked TRL methods whose parameters differ from those this trainer was written for: {name: (want, got)}."""
     mismatches = {}
     for name, expected in HOOKED_TRL_METHODS.items():
         method = getattr(GRPOTrainer, name, None)
-        actual = "<missing>" if method is None else str(inspect.signature(method))
+        actual = ("<missing>",) if method is None else tuple(inspect.signature(method).parameters)
         if actual != expected:
             mismatches[name] = (expected, actual)
     return mismatches

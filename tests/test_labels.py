@@ -1,0 +1,59 @@
+"""From TRL's gathered reward matrix to NFT labels: thresholds, soft labels, unscorable completions, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trl_nft.labels import correctness_from_rewards
+
+NAN = math.nan
+
+
+def labels(rewards, weights=(1.0,), group=4, threshold=None, names=("verifier",)):
+    return correctness_from_rewards(torch.tensor(rewards, dtype=torch.float32), torch.tensor(weights), group,
+                                    reward_func_names=list(names), reward_threshold=threshold)
+
+
+def test_binary_rewards_give_group_rates_and_degenerate_flags():
+    out = labels([[1], [0], [0], [0], [1], [1], [1], [1], [0], [0], [0], [0]])
+    assert out.correct.tolist() == [1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
+    assert out.group_correct_rate.tolist() == [0.25, 1.0, 0.0]
+    assert out.degenerate_groups.tolist() == [False, True, True]
+    assert out.loss_correct_rate.tolist() == [0.25] * 4 + [1.0] * 4 + [0.0] * 4
+
+
+def test_soft_labels_are_kept():
+    out = labels([[0.5], [0.0], [1.0], [0.25]])
+    assert out.correct.tolist() == [0.5, 0.0, 1.0, 0.25]
+    assert out.group_correct_rate.item() == pytest.approx(0.4375)
+
+
+def test_threshold_turns_signed_or_shaped_rewards_into_labels():
+    out = labels([[1.0], [-1.0], [-1.0], [0.2]], threshold=0.0)
+    assert out.correct.tolist() == [1, 0, 0, 1]
+    assert out.group_correct_rate.item() == 0.5
+
+
+def test_unscorable_completions_are_left_out_of_the_rate_and_get_zero_loss():
+    out = labels([[1, NAN], [NAN, NAN], [0, 0], [NAN, 1]], weights=(0.5, 0.5), names=("a", "b"))
+    # scores: 0.5, unscorable, 0, 0.5 → rate over the three scorable ones
+    assert out.group_correct_rate.item() == pytest.approx(1 / 3)
+    assert out.loss_correct_rate[1].item() == 0.0  # degenerate for the loss → exactly zero
+    assert out.correct[1].item() == 0.0
+    all_none = labels([[NAN]] * 4)
+    assert all_none.degenerate_groups.tolist() == [True] and math.isnan(all_none.group_correct_rate.item())
+
+
+def test_out_of_range_reward_names_the_function_and_value():
+    with pytest.raises(ValueError, match=r"reward function 'format' returned 2\.0"):
+        labels([[1, 2.0], [0, 0], [0, 0], [0, 0]], weights=(1.0, 1.0), names=("acc", "format"))
+    with pytest.raises(ValueError, match=r"weighted sum of rewards \['acc', 'format'\]"):
+        labels([[1, 1], [0, 0], [0, 0], [0, 0]], weights=(1.0, 1.0), names=("acc", "format"))
+
+
+def test_groups_must_be_whole():
+    with pytest.raises(ValueError, match="groups of 4"):
+        labels([[1]] * 6)

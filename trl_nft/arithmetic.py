@@ -1,0 +1,357 @@
+"""An offline RL testbed: multi-digit addition learned from data with a systematic carry bug.
+
+The recipe, all on CPU and without any download:
+
+1. a character tokenizer over digits and operators, and a ~1M-parameter Qwen2-style model;
+2. supervised pretraining on prompts like ``"372+459="`` whose answers come from a *buggy teacher* that forgets each
+   carry with probability ``carry_bug_rate`` (``"372+459=" → "721"`` instead of ``"831"``), so the pretrained policy
+   samples the right answer only on some attempts — more rarely the more carries a problem has;
+3. RL with an exact-match verifier (`exact_match_reward`) on the training split, and held-out accuracy (greedy and
+   sampled) to watch the carry bug being unlearned.
+
+Everything is deterministic per seed (single-threaded CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerFast, TrainerCallback
+
+from trl_nft.tiny_models import build_char_tokenizer, build_tiny_qwen2
+
+ALPHABET = "0123456789+="
+# ~1M parameters: 4 layers of (attention 49k + MLP 197k); the 15-token vocabulary adds almost nothing.
+MODEL_SIZE = dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512)
+SPLIT_SALT = 0x9E3779B1  # fixed: the held-out split is the same for every seed, so runs are comparable
+
+
+# ----------------------------------------------------------------------------------------------------- the task
+@dataclass(frozen=True)
+class AdditionTask:
+    """Addition of two ``num_digits``-digit numbers, with a teacher that drops each carry with some probability."""
+
+    num_digits: int = 3
+    carry_bug_rate: float = 0.6
+    heldout_fraction: float = 0.2
+
+    @property
+    def max_answer_length(self) -> int:
+        return self.num_digits + 1
+
+    def prompt(self, a: int, b: int) -> str:
+        return f"{a}+{b}="
+
+    def is_heldout(self, a: int, b: int) -> bool:
+        """Deterministic split on the (a, b) pair, independent of any seed."""
+        key = (a * 1_000_003 + b) * SPLIT_SALT % 2**32
+        return key < self.heldout_fraction * 2**32
+
+    def sample_pair(self, rng: random.Random, heldout: bool) -> tuple[int, int]:
+        low, high = 10 ** (self.num_digits - 1), 10**self.num_digits - 1
+        while True:
+            a, b = rng.randint(low, high), rng.randint(low, high)
+            if self.is_heldout(a, b) == heldout:
+                return a, b
+
+    def sample_problems(self, count: int, *, heldout: bool, seed: int) -> list[tuple[int, int]]:
+        rng = random.Random(f"problems-{heldout}-{seed}")
+        return [self.sample_pair(rng, heldout) for _ in range(count)]
+
+    def teacher_answer(self, a: int, b: int, rng: random.Random) -> tuple[str, int, int]:
+        """The buggy teacher's answer, the number of carries the problem has, and how many the teacher dropped."""
+        digits, carry, carries, dropped = [], 0, 0, 0
+        while a or b or carry:
+            column = a % 10 + b % 10 + carry
+            digits.append(column % 10)
+            carry = column // 10
+            if carry:
+                carries += 1
+                if rng.random() < self.carry_bug_rate:
+                    carry, dropped = 0, dropped + 1
+            a, b = a // 10, b // 10
+        text = "".join(str(digit) for digit in reversed(digits)).lstrip("0") or "0"
+        return text, carries, dropped
+
+
+def correct_answer(a: int, b: int) -> str:
+    return str(a + b)
+
+
+def count_carries(a: int, b: int) -> int:
+    return AdditionTask(carry_bug_rate=0.0).teacher_answer(a, b, random.Random(0))[1]
+
+
+# ---------------------------------------------------------------------------------------------- model & data
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    return build_char_tokenizer(ALPHABET)
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int, **size):
+    """The testbed's policy: a random-init Qwen2 with `MODEL_SIZE` unless overridden (tests use smaller ones)."""
+    return build_tiny_qwen2(tokenizer, seed=seed, max_position_embeddings=64, **{**MODEL_SIZE, **size})
+
+
+def rl_dataset(task: AdditionTask, count: int, *, heldout: bool = False, seed: int = 0) -> Dataset:
+    """Prompts with their correct answer (the `answer` column reaches the reward function)."""
+    pairs = task.sample_problems(count, heldout=heldout, seed=seed)
+    return Dataset.from_dict(
+        {"prompt": [task.prompt(a, b) for a, b in pairs], "answer": [correct_answer(a, b) for a, b in pairs]}
+    )
+
+
+def exact_match_reward(completions: list[str], answer: list[str], **kwargs) -> list[float]:
+    """Verifier: 1.0 when the completion (text before EOS) is exactly the answer, else 0.0."""
+    return [1.0 if completion.strip() == target else 0.0 for completion, target in zip(completions, answer)]
+
+
+@dataclass
+class PretrainingBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor  # -100 on prompt and padding: only the answer and EOS are learned
+    carries: int
+    dropped: int
+
+
+def pretraining_batch(
+    task: AdditionTask, tokenizer: PreTrainedTokenizerFast, size: int, rng: random.Random
+) -> PretrainingBatch:
+    """`size` training-split problems answered by the buggy teacher, right-padded."""
+    rows, carries, dropped = [], 0, 0
+    for _ in range(size):
+        a, b = task.sample_pair(rng, heldout=False)
+        answer, problem_carries, problem_dropped = task.teacher_answer(a, b, rng)
+        carries, dropped = carries + problem_carries, dropped + problem_dropped
+        prompt_ids = tokenizer(task.prompt(a, b), add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt_ids, answer_ids))
+    width = max(len(p) + len(c) for p, c in rows)
+    input_ids = torch.full((size, width), tokenizer.pad_token_id)
+    attention_mask = torch.zeros((size, width), dtype=torch.long)
+    labels = torch.full((size, width), -100)
+    for row, (prompt_ids, answer_ids) in enumerate(rows):
+        ids = prompt_ids + answer_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, len(prompt_ids) : len(ids)] = torch.tensor(answer_ids)
+    return PretrainingBatch(input_ids, attention_mask, labels, carries, dropped)
+
+
+def supervised_pretrain(
+    model,
+    tokenizer: PreTrainedTokenizerFast,
+    task: AdditionTask,
+    *,
+    steps: int = 400,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    progress=None,
+) -> list[float]:
+    """Plain-torch next-token training on the buggy teacher's data; returns the loss per step.
+
+    AdamW with a linear warm-up over the first 10% and a cosine decay, so a few hundred steps are enough.
+    `progress`, if given, is called as progress(step, loss).
+    """
+    rng = random.Random(f"pretrain-{seed}")
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    losses = []
+    for step in range(steps):
+        batch = pretraining_batch(task, tokenizer, batch_size, rng)
+        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step, losses[-1])
+    model.eval()
+    return losses
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer: PreTrainedTokenizerFast,
+    prompts: list[str],
+    *,
+    greedy: bool,
+    max_new_tokens: int,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> list[str]:
+    """Answers (text before EOS) by batched `model.generate`; sampling is at temperature 1 with no top-k/top-p, as
+    TRL's defaults sample during training. The global RNG is forked so evaluation never perturbs a training run."""
+    was_training = model.training
+    model.eval()
+    answers = []
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            encoded = tokenizer(
+                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
+            sampling = {"do_sample": False} if greedy else dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+            output = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )
+            new_tokens = output[:, encoded["input_ids"].size(1) :]
+            answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    model.train(was_training)
+    return answers
+
+
+def accuracy(
+    model,
+    tokenizer,
+    prompts: list[str],
+    targets: list[str],
+    *,
+    greedy: bool,
+    max_new_tokens: int,
+    samples_per_prompt: int = 1,
+    seed: int = 0,
+) -> float:
+    """Fraction of exact-match answers; sampled accuracy averages `samples_per_prompt` attempts per prompt."""
+    repeats = 1 if greedy else samples_per_prompt
+    answers = generate_answers(
+        model,
+        tokenizer,
+        [p for p in prompts for _ in range(repeats)],
+        greedy=greedy,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    scores = exact_match_reward(answers, [t for t in targets for _ in range(repeats)])
+    return sum(scores) / len(scores)
+
+
+@dataclass
+class HeldoutEvaluator:
+    """Held-out greedy and sampled accuracy of a model, on a fixed problem set and sampling seed (common random
+    numbers: two checkpoints are compared on the same draws)."""
+
+    tokenizer: PreTrainedTokenizerFast
+    task: AdditionTask
+    num_problems: int = 256
+    samples_per_prompt: int = 2
+    seed: int = 12345
+    prompts: list[str] = field(init=False)
+    targets: list[str] = field(init=False)
+
+    def __post_init__(self):
+        pairs = self.task.sample_problems(self.num_problems, heldout=True, seed=self.seed)
+        self.prompts = [self.task.prompt(a, b) for a, b in pairs]
+        self.targets = [correct_answer(a, b) for a, b in pairs]
+
+    def __call__(self, model) -> dict[str, float]:
+        common = dict(max_new_tokens=self.task.max_answer_length + 1, seed=self.seed)
+        greedy = accuracy(model, self.tokenizer, self.prompts, self.targets, greedy=True, **common)
+        sampled = accuracy(
+            model,
+            self.tokenizer,
+            self.prompts,
+            self.targets,
+            greedy=False,
+            samples_per_prompt=self.samples_per_prompt,
+            **common,
+        )
+        return {"greedy": greedy, "sampled": sampled}
+
+
+class HeldoutAccuracyCallback(TrainerCallback):
+    """Evaluates held-out accuracy at step 0 and every `every` optimizer steps (and at the end); `history` holds
+    dicts {step, greedy, sampled}. `on_record`, if given, is called with each new record."""
+
+    def __init__(self, evaluator: HeldoutEvaluator, every: int, on_record=None):
+        self.evaluator = evaluator
+        self.every = every
+        self.on_record = on_record
+        self.history: list[dict] = []
+
+    def _record(self, step: int, model) -> None:
+        if self.history and self.history[-1]["step"] == step:
+            return
+        record = {"step": step, **self.evaluator(model)}
+        self.history.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._record(state.global_step, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            self._record(state.global_step, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._record(state.global_step, model)
+
+
+# ------------------------------------------------------------------------------------------------- the bundle
+@dataclass
+class Testbed:
+    task: AdditionTask
+    tokenizer: PreTrainedTokenizerFast
+    model: object
+    train_dataset: Dataset
+    evaluator: HeldoutEvaluator
+    pretraining_losses: list[float]
+
+
+def build_testbed(
+    seed: int = 0,
+    task: AdditionTask | None = None,
+    *,
+    pretrain_steps: int = 400,
+    pretrain_batch_size: int = 128,
+    pretrain_learning_rate: float = 3e-3,
+    num_train_prompts: int = 4096,
+    num_eval_problems: int = 256,
+    eval_samples_per_prompt: int = 2,
+    model_size: dict | None = None,
+) -> Testbed:
+    """Tokenizer, pretrained policy, RL training prompts and held-out evaluator for one seed."""
+    task = task or AdditionTask()
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, seed, **(model_size or {}))
+    losses = supervised_pretrain(
+        model,
+        tokenizer,
+        task,
+        steps=pretrain_steps,
+        batch_size=pretrain_batch_size,
+        learning_rate=pretrain_learning_rate,
+        seed=seed,
+    )
+    return Testbed(
+        task=task,
+        tokenizer=tokenizer,
+        model=model,
+        train_dataset=rl_dataset(task, num_train_prompts, seed=seed),
+        evaluator=HeldoutEvaluator(tokenizer, task, num_eval_problems, eval_samples_per_prompt),
+        pretraining_losses=losses,
+    )
