@@ -1,0 +1,101 @@
+"""Train NFT on the tiny offline model; run under `torchrun` for DDP / DeepSpeed tests. Rank 0 writes a JSON report.
+
+The report holds the log history and, per parameter, whether it changed: under ZeRO-3 parameters are partitioned,
+so they are gathered before being compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+
+from trl_nft import NFTConfig, NFTTrainer  # noqa: E402
+from trl_nft.tiny_models import build_char_tokenizer, build_tiny_qwen2  # noqa: E402
+
+
+def parity_reward(completions, **kwargs):
+    return [float(bool(c) and ord(c[0]) % 2 == 0) for c in completions]
+
+
+def full_parameters(model):
+    """Parameters as full CPU tensors, gathering ZeRO-3 partitions when present."""
+    params = dict(model.named_parameters())
+    gather = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in params.values()):
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None)
+    with gather:
+        return {name: p.detach().float().cpu().clone() for name, p in params.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--report", required=True)
+    parser.add_argument("--deepspeed", default=None, help="path of a DeepSpeed JSON config")
+    parser.add_argument("--max-steps", type=int, default=2)
+    parser.add_argument("--save-steps", type=int, default=0)
+    parser.add_argument("--resume-from", default=None)
+    parser.add_argument("--trainer", choices=["nft", "grpo"], default="nft")
+    parser.add_argument("--extra", default="{}", help="JSON dict of further NFTConfig overrides")
+    cli = parser.parse_args()
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_qwen2(tokenizer, seed=0)
+    prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)]
+    dataset = Dataset.from_dict({"prompt": prompts})
+    settings = dict(
+        output_dir=cli.output_dir,
+        use_cpu=True,
+        bf16=cli.deepspeed is not None,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=6,
+        max_steps=cli.max_steps,
+        logging_steps=1,
+        report_to=[],
+        seed=0,
+        learning_rate=1e-2,
+        save_strategy="steps" if cli.save_steps else "no",
+        save_steps=cli.save_steps or 500,
+        disable_tqdm=True,
+        deepspeed=cli.deepspeed,
+    )
+    settings.update(json.loads(cli.extra))
+    if cli.trainer == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        config_cls, trainer_cls = GRPOConfig, GRPOTrainer
+    else:
+        config_cls, trainer_cls = NFTConfig, NFTTrainer
+    args = config_cls(**settings)
+    trainer = trainer_cls(model=model, reward_funcs=parity_reward, args=args, train_dataset=dataset,
+                         processing_class=tokenizer)
+    before = full_parameters(trainer.model)
+    trainer.train(resume_from_checkpoint=cli.resume_from)
+    after = full_parameters(trainer.model)
+    if trainer.accelerator.is_main_process:
+        report = {
+            "world_size": trainer.accelerator.num_processes,
+            "distributed_type": str(trainer.accelerator.distributed_type),
+            "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage if cli.deepspeed else None,
+            "changed": {name: not torch.equal(before[name], after[name]) for name in before},
+            "update_norm2": {name: float((after[name] - before[name]).double().pow(2).sum()) for name in before},
+            "update_sum": {name: float((after[name] - before[name]).double().sum()) for name in before},
+            "partitioned": any(hasattr(p, "ds_id") and p.numel() == 0 for p in trainer.model.parameters()),
+            "log_history": trainer.state.log_history,
+        }
+        with open(cli.report, "w") as handle:
+            json.dump(report, handle)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""A run stopped after a checkpoint and resumed logs exactly what the uninterrupted run logs for the later steps."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.conftest import first_char_parity_reward, tiny_args
+from trl_nft import NFTConfig, NFTTrainer
+
+TIMING_KEYS = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
+
+
+def run(model, dataset, tokenizer, output_dir, resume_from=None, **overrides):
+    args = tiny_args(NFTConfig, output_dir, max_steps=4, save_strategy="steps", save_steps=2, optim="adamw_torch",
+                     learning_rate=5e-2, per_device_train_batch_size=16, **overrides)
+    trainer = NFTTrainer(model=model, reward_funcs=first_char_parity_reward, args=args, train_dataset=dataset,
+                         processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=resume_from)
+    return {int(e["step"]): {k: v for k, v in e.items() if k not in TIMING_KEYS}
+            for e in trainer.state.log_history if "loss" in e}
+
+
+@pytest.mark.parametrize("steps_per_generation", [1, 2])
+def test_resume_reproduces_the_uninterrupted_run(base_model, prompt_dataset, tokenizer, tmp_path,
+                                                 steps_per_generation):
+    full = run(copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "full",
+               steps_per_generation=steps_per_generation)
+    # resuming must not reuse anything but the checkpoint: a fresh model object and a fresh trainer
+    resumed = run(copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "full",
+                  resume_from=str(tmp_path / "full" / "checkpoint-2"), steps_per_generation=steps_per_generation)
+    assert sorted(resumed) == [1, 2, 3, 4]  # steps 1-2 come back from the checkpoint's trainer state
+    assert any(full[3][k] != full[1][k] for k in ("nft/ratio_max", "entropy", "loss"))  # the run did evolve
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-7), step
