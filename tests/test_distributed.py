@@ -55,3 +55,37 @@ def test_deepspeed_zero3_partitions_and_trains(tmp_path, processes):
     assert report["partitioned"], "stage3_param_persistence_threshold=0 should leave no parameter whole"
     assert all(report["changed"].values()), [n for n, c in report["changed"].items() if not c]
     assert "nft/positive_loss" in report["log_history"][0]
+
+
+def check_dynamic_sampling_batches(tmp_path, name, processes, group_size=4):
+    """Ranks' rows, concatenated in rank order, must form whole informative groups of equal per-rank size."""
+    per_rank = [json.loads((tmp_path / f"{name}.json.rank{rank}").read_text()) for rank in range(processes)]
+    generations = {len(records) for records in per_rank}
+    assert len(generations) == 1 and generations.pop() >= 1
+    for step_records in zip(*per_rank):
+        sizes = {len(record["prompts"]) for record in step_records}
+        assert len(sizes) == 1, f"ranks hold different batch sizes: {sizes}"
+        prompts = [p for record in step_records for p in record["prompts"]]
+        correct = [c for record in step_records for c in record["correct"]]
+        rates = [r for record in step_records for r in record["correct_rate"]]
+        for start in range(0, len(prompts), group_size):
+            group = slice(start, start + group_size)
+            assert len(set(prompts[group])) == 1, f"group split across prompts: {prompts[group]}"
+            assert 0 < rates[start] < 1 and len(set(rates[group])) == 1
+            assert rates[start] == pytest.approx(sum(correct[group]) / group_size)
+
+
+def test_dynamic_sampling_two_processes_agree(tmp_path):
+    report = launch(tmp_path, "ds_ddp", 2, "--reward", "half_degenerate", "--record-batches", "--max-steps", "2",
+                    "--extra", json.dumps({"dynamic_sampling": True, "per_device_train_batch_size": 6}))
+    check_dynamic_sampling_batches(tmp_path, "ds_ddp", 2)
+    rounds = [e["dynamic_sampling/rounds"] for e in report["log_history"] if "dynamic_sampling/rounds" in e]
+    assert rounds and all(r >= 1 for r in rounds)
+
+
+def test_dynamic_sampling_with_deepspeed_zero3(tmp_path):
+    pytest.importorskip("deepspeed")
+    report = launch(tmp_path, "ds_zero3", 2, "--deepspeed", str(ZERO3_CONFIG), "--reward", "half_degenerate",
+                    "--record-batches", "--extra", json.dumps({"dynamic_sampling": True}))
+    check_dynamic_sampling_batches(tmp_path, "ds_zero3", 2)
+    assert report["partitioned"] and all(report["changed"].values())

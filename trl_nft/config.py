@@ -80,6 +80,29 @@ class NFTConfig(GRPOConfig):
         },
     )
 
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "Fill every generation batch with informative groups (0 < r < 1), as the official NFT runs did "
+            "(DAPO's dynamic sampling): degenerate groups are dropped and more prompts are generated until the batch "
+            "holds as many groups as usual; surplus informative groups are dropped. Off by default (TRL behaviour)."
+        },
+    )
+    max_generation_rounds: int = field(
+        default=10,
+        metadata={
+            "help": "With dynamic_sampling: most generation rounds per generation batch, the first included. When "
+            "reached, the batch is completed with degenerate groups (zero loss) and a warning is logged. Paper: 10."
+        },
+    )
+    dynamic_sampling_oversample: int = field(
+        default=3,
+        metadata={
+            "help": "With dynamic_sampling: each refill round after the first generates this many times the "
+            "generation batch's prompts. Paper: 3."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_nft_options()
@@ -108,6 +131,10 @@ class NFTConfig(GRPOConfig):
             raise ValueError(
                 f"delta={self.delta!r}: two-sided clipping of GRPO's ratio has no meaning for NFT; leave it None"
             )
+        if self.max_generation_rounds < 1:
+            raise ValueError(f"max_generation_rounds={self.max_generation_rounds!r} must be >= 1")
+        if self.dynamic_sampling_oversample < 1:
+            raise ValueError(f"dynamic_sampling_oversample={self.dynamic_sampling_oversample!r} must be >= 1")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(
                 f"importance_sampling_level={self.importance_sampling_level!r} must be 'token' or 'sequence'"

@@ -572,10 +572,14 @@ class VerifierPool:
         while len(self._workers) < min(self.num_workers, len(jobs)):
             self._workers.append(_Worker(self.memory_limit_mb))
         while pending or any(worker.job is not None for worker in self._workers):
-            for worker in self._workers:
+            for worker in list(self._workers):
                 if pending and worker.ready and worker.job is None:
                     job_id = pending.popleft()
-                    worker.send_job(job_id, *jobs[job_id], timeout)
+                    try:
+                        worker.send_job(job_id, *jobs[job_id], timeout)
+                    except OSError:  # it died while idle: requeue the job on a fresh worker
+                        pending.appendleft(job_id)
+                        self._replace(worker, results, started=True)
             waiting = [worker for worker in self._workers if worker.job is not None or not worker.ready]
             now = time.monotonic()
             next_deadline = min(

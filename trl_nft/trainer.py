@@ -12,14 +12,18 @@ The subclass hooks three places:
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 
 import torch
 from trl import GRPOTrainer
 
+from trl_nft import dynamic_sampling
 from trl_nft.config import NFTConfig
 from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss
 from trl_nft.labels import correctness_from_rewards
+
+logger = logging.getLogger(__name__)
 
 # TRL private methods this trainer overrides or calls, with the parameter names it relies on (trl 1.16).
 HOOKED_TRL_METHODS = {
@@ -69,6 +73,11 @@ class NFTTrainer(GRPOTrainer):
                 "build it as NFTConfig(**your_grpo_config.to_dict()) or with the same keyword arguments."
             )
         super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        if args.dynamic_sampling and not hasattr(self.train_dataset, "__getitem__"):
+            raise ValueError(
+                "dynamic_sampling=True draws refill prompts by index, so train_dataset must be a map-style Dataset, "
+                f"not {type(self.train_dataset).__name__}"
+            )
         mismatches = trl_signature_mismatches()
         if mismatches:
             warnings.warn(
@@ -85,6 +94,12 @@ class NFTTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
+        if self.args.dynamic_sampling and self.model.training:
+            return self._generate_informative_batch(inputs)
+        return self._generate_and_label(inputs)[0]
+
+    def _generate_and_label(self, inputs):
+        """TRL's generation and scoring, plus `correct` / `correct_rate` for this process's rows."""
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
@@ -103,7 +118,64 @@ class NFTTrainer(GRPOTrainer):
         metrics = self._metrics[mode]
         metrics["nft/correct_rate_mean"].append(labels.group_correct_rate.nanmean().nan_to_num(0.0).item())
         metrics["nft/degenerate_group_frac"].append(labels.degenerate_groups.float().mean().item())
-        return output
+        return output, labels
+
+    def _generate_informative_batch(self, inputs):
+        """Dynamic sampling: rounds of generation until the batch holds only informative groups (see module doc)."""
+        group_size, accelerator = self.num_generations, self.accelerator
+        pad_id = self._tokenizer.pad_token_id
+        target_groups = len(inputs) * accelerator.num_processes // group_size
+        kept, fillers, kept_groups, filler_groups = [], [], 0, 0
+        round_inputs, rounds, prompts_used = inputs, 0, 0
+        while True:
+            output, labels = self._generate_and_label(round_inputs)
+            dynamic_sampling.check_supported(output)
+            rows = dynamic_sampling.gather_rows(accelerator, output, pad_id)
+            rounds += 1
+            prompts_used += labels.degenerate_groups.numel()
+            informative = (~labels.degenerate_groups).nonzero().flatten().tolist()
+            degenerate = labels.degenerate_groups.nonzero().flatten().tolist()
+            self._metrics["train"]["dynamic_sampling/informative_frac"].append(1 - labels.degenerate_groups.float().mean().item())
+            take = informative[: target_groups - kept_groups]
+            kept.append(dynamic_sampling.take_rows(rows, dynamic_sampling.group_rows(take, group_size)))
+            kept_groups += len(take)
+            # Degenerate groups are kept only as zero-loss filler in case the round cap is hit.
+            spare = degenerate[: max(0, target_groups - kept_groups - filler_groups)]
+            fillers.append(dynamic_sampling.take_rows(rows, dynamic_sampling.group_rows(spare, group_size)))
+            filler_groups += len(spare)
+            if kept_groups == target_groups or rounds == self.args.max_generation_rounds:
+                break
+            round_inputs = self._refill_inputs(len(inputs), rounds)
+
+        if kept_groups < target_groups:
+            logger.warning(
+                "dynamic sampling: only %d of %d groups were informative after %d generation rounds (%d prompts); "
+                "filling the batch with %d degenerate (zero-loss) groups.",
+                kept_groups, target_groups, rounds, prompts_used, target_groups - kept_groups,
+            )
+        batch = dynamic_sampling.concat_batches(kept + fillers, pad_id)
+        batch = dynamic_sampling.take_rows(batch, slice(0, target_groups * group_size))
+        local = dynamic_sampling.local_slice(target_groups * group_size, accelerator.process_index, accelerator.num_processes)
+        batch = dynamic_sampling.take_rows(batch, local)
+        loss_mask = batch["completion_mask"] if "tool_mask" not in batch else batch["completion_mask"] * batch["tool_mask"]
+        batch["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
+
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/rounds"].append(rounds)
+        metrics["dynamic_sampling/prompts_consumed"].append(prompts_used)
+        metrics["dynamic_sampling/filled_frac"].append(kept_groups / target_groups)
+        return batch
+
+    def _refill_inputs(self, local_rows: int, round_index: int) -> list[dict]:
+        """This process's rows for a refill round: fresh prompts, each repeated `num_generations` times."""
+        num_processes, group_size = self.accelerator.num_processes, self.num_generations
+        prompt_count = self.args.dynamic_sampling_oversample * local_rows * num_processes // group_size
+        indices = dynamic_sampling.draw_prompt_indices(
+            len(self.train_dataset), prompt_count, self.args.seed, self.state.global_step, round_index
+        )
+        global_rows = [index for index in indices for _ in range(group_size)]
+        local = dynamic_sampling.local_slice(len(global_rows), self.accelerator.process_index, num_processes)
+        return [self.train_dataset[index] for index in global_rows[local]]
 
     # ------------------------------------------------------------------------------------------------- loss
     def _compute_loss(self, model, inputs):

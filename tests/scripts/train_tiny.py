@@ -24,6 +24,28 @@ def parity_reward(completions, **kwargs):
     return [float(bool(c) and ord(c[0]) % 2 == 0) for c in completions]
 
 
+def half_degenerate_reward(prompts, completions, **kwargs):
+    """Prompts starting with an even digit are always wrong, so their groups are degenerate."""
+    return [0.0 if int(p[0]) % 2 == 0 else r for p, r in zip(prompts, parity_reward(completions))]
+
+
+def recording(trainer_cls):
+    """A subclass that keeps, per generation, the rows this rank trains on (before TRL's local shuffle)."""
+
+    class Recording(trainer_cls):
+        def _generate_and_score_completions(self, inputs):
+            batch = super()._generate_and_score_completions(inputs)
+            prompts = self.processing_class.batch_decode(batch["prompt_ids"], skip_special_tokens=True)
+            self.recorded = getattr(self, "recorded", []) + [{
+                "prompts": prompts,
+                "correct": batch["correct"].tolist(),
+                "correct_rate": batch["correct_rate"].tolist(),
+            }]
+            return batch
+
+    return Recording
+
+
 def full_parameters(model):
     """Parameters as full CPU tensors, gathering ZeRO-3 partitions when present."""
     params = dict(model.named_parameters())
@@ -44,6 +66,8 @@ def main():
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--save-steps", type=int, default=0)
     parser.add_argument("--resume-from", default=None)
+    parser.add_argument("--reward", choices=["parity", "half_degenerate"], default="parity")
+    parser.add_argument("--record-batches", action="store_true", help="each rank writes the rows it trained on")
     parser.add_argument("--trainer", choices=["nft", "grpo"], default="nft")
     parser.add_argument("--extra", default="{}", help="JSON dict of further NFTConfig overrides")
     cli = parser.parse_args()
@@ -51,7 +75,10 @@ def main():
     tokenizer = build_char_tokenizer()
     model = build_tiny_qwen2(tokenizer, seed=0)
     prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)]
+    if cli.reward == "half_degenerate":
+        prompts = [f"{a}+{b}=" for a in range(10) for b in range(3)]
     dataset = Dataset.from_dict({"prompt": prompts})
+    reward = parity_reward if cli.reward == "parity" else half_degenerate_reward
     settings = dict(
         output_dir=cli.output_dir,
         use_cpu=True,
@@ -77,11 +104,16 @@ def main():
     else:
         config_cls, trainer_cls = NFTConfig, NFTTrainer
     args = config_cls(**settings)
-    trainer = trainer_cls(model=model, reward_funcs=parity_reward, args=args, train_dataset=dataset,
+    if cli.record_batches:
+        trainer_cls = recording(trainer_cls)
+    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
                          processing_class=tokenizer)
     before = full_parameters(trainer.model)
     trainer.train(resume_from_checkpoint=cli.resume_from)
     after = full_parameters(trainer.model)
+    if cli.record_batches:
+        with open(f"{cli.report}.rank{trainer.accelerator.process_index}", "w") as handle:
+            json.dump(trainer.recorded, handle)
     if trainer.accelerator.is_main_process:
         report = {
             "world_size": trainer.accelerator.num_processes,
