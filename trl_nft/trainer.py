@@ -239,7 +239,7 @@ class NFTTrainer(GRPOTrainer):
             per_token_loss = per_token_loss + self.beta * per_token_kl
 
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        loss = self._aggregate(per_token_loss * loss_mask, inputs, mode)
+        loss = self._aggregate(per_token_loss * loss_mask, mask, inputs["num_items_in_batch"], mode)
 
         if self._entropy_bonus_enabled:
             loss = loss - self._entropy_bonus(entropies, entropy_mask, mode)
@@ -253,10 +253,8 @@ class NFTTrainer(GRPOTrainer):
         self._metrics[mode]["entropy"].append(self._global_masked_mean(entropies, mask))
         return loss
 
-    def _aggregate(self, masked_loss: torch.Tensor, inputs, mode: str) -> torch.Tensor:
-        """Reduce a masked per-token loss ((B, T) or (B, 1) broadcast) with TRL's `loss_type` normalisers."""
-        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-        masked_loss = masked_loss * torch.ones_like(mask)  # sequence level: one value repeated on each token
+    def _aggregate(self, masked_loss: torch.Tensor, mask: torch.Tensor, num_items_in_batch, mode: str) -> torch.Tensor:
+        """Reduce a (B, T) masked per-token loss with TRL's `loss_type` normalisers (`mask`: completion tokens)."""
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         if self.loss_type == "grpo":
             return (masked_loss.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
@@ -266,7 +264,7 @@ class NFTTrainer(GRPOTrainer):
             return masked_loss.sum() / (masked_loss.size(0) * self.max_completion_length) / accumulation
         if self.loss_type == "dapo":
             # num_items_in_batch counts the whole generation batch on all processes; bring it to this window.
-            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            normalizer = num_items_in_batch.clamp(min=1.0) / self.accelerator.num_processes
             if mode == "train":
                 normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
             return masked_loss.sum() / normalizer
