@@ -190,13 +190,23 @@ def to_math_prompts(
         problems = [p for p, k in zip(problems, keep) if k]
         answers = [a for a, k in zip(answers, keep) if k]
         prompts = [build_prompt(p, prompt_format, system_prompt) for p in problems]
-        return {"prompt": prompts, "answer": answers, "problem": problems}
+        # Fresh column names: reusing an input name (e.g. a float `answer` from csv) would cast back to its type.
+        return {"new_prompt": prompts, "new_answer": answers, "new_problem": problems}
 
-    converted = dataset.map(convert, batched=True, remove_columns=columns, desc=f"Formatting {source_name}")
-    converted = converted.select_columns(["prompt", "answer", "problem"])
+    # No cache reuse: datasets fingerprints `convert` without the helpers it calls, so a cached result could
+    # silently come from an older version of this module.
+    converted = dataset.map(
+        convert, batched=True, remove_columns=columns, load_from_cache_file=False, desc=f"Formatting {source_name}"
+    )
     dropped = total - len(converted)
     if dropped:
         logger.warning("%s: dropped %d of %d rows without a usable problem or answer", source_name, dropped, total)
+    if len(converted) == 0:
+        raise ValueError(
+            f"{source_name}: no usable rows (need a problem and a gold answer) among {total}; "
+            f"columns were {columns}, read problem from {problem_key!r} and answer from {answer_key!r}"
+        )
+    converted = converted.rename_columns({f"new_{name}": name for name in ("prompt", "answer", "problem")})
     if deduplicate or (deduplicate is None and is_dapo):
         seen: set[tuple[str, str]] = set()
 
@@ -208,13 +218,9 @@ def to_math_prompts(
             return True
 
         before = len(converted)
-        converted = converted.filter(first_time, desc=f"Deduplicating {source_name}")
-        logger.info("%s: dropped %d duplicate problems, %d remain", source_name, before - len(converted), len(converted))
-    if len(converted) == 0:
-        raise ValueError(
-            f"{source_name}: no usable rows (need a problem and a gold answer) among {total}; "
-            f"columns were {columns}, read problem from {problem_key!r} and answer from {answer_key!r}"
-        )
+        converted = converted.filter(first_time, load_from_cache_file=False, desc=f"Deduplicating {source_name}")
+        duplicates = before - len(converted)
+        logger.info("%s: dropped %d duplicate problems, %d remain", source_name, duplicates, len(converted))
     logger.info("%s: %d prompts (%s format)", source_name, len(converted), prompt_format)
     return converted
 

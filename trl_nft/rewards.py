@@ -104,11 +104,10 @@ _GSM8K_MARKER = re.compile(r"####[ \t]*([^\n]*)|^[ \t]*A:[ \t]*([^\n]*)", re.MUL
 
 def gsm8k_final_answer(text: str) -> str | None:
     """The answer after the last ``#### N`` marker or ``A: N`` line of a GSM8K-style solution, or None."""
-    found = None
-    for found in _GSM8K_MARKER.finditer(text):
-        pass
-    if found is None:
+    matches = list(_GSM8K_MARKER.finditer(text))
+    if not matches:
         return None
+    found = matches[-1]
     answer = (found.group(1) if found.group(1) is not None else found.group(2)).strip()
     answer = answer.replace("\\$", "").replace("$", "").rstrip(".").strip()
     answer = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", answer)  # 1,234 -> 1234
@@ -182,7 +181,9 @@ def max_brace_depth(text: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 _SIZED_DELIMITERS = re.compile(r"\\(?:left|right|[bB]igg?[lrm]?)(?![A-Za-z])\s*\.?")
-_SPACING_COMMANDS = re.compile(r"(?<!\\)\\[,!;:](?![A-Za-z])|\\(?:thinspace|negthinspace|medspace|thickspace)(?![A-Za-z])")
+_SPACING_COMMANDS = re.compile(
+    r"(?<!\\)\\[,!;:](?![A-Za-z])|\\(?:thinspace|negthinspace|medspace|thickspace)(?![A-Za-z])"
+)
 _WIDE_SPACES = re.compile(r"\\q?quad(?![A-Za-z])|(?<!\\)\\ |~")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|°")
 _TEXT_COMMAND = re.compile(r"\\(?:text(?:rm|bf|it|normal|sf|tt)?|mbox|mathrm|textup)\s*\{")
@@ -190,6 +191,7 @@ _FRACTION_COMMANDS = re.compile(r"\\[dtc]frac(?![A-Za-z])")
 _BINOM_COMMANDS = re.compile(r"\\[dt]binom(?![A-Za-z])")
 _THOUSANDS_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _CHOICE_LETTER = re.compile(r"\(?([A-E])\)?")
+_UNIT_EXPONENT_ONLY = re.compile(r"\s*(?:\^\s*\{?\s*\d\s*\}?)?\s*")  # what may follow a unit: "^2", "^{3}"
 # Commands whose arguments may be written without braces in TeX: \frac43, \sqrt2, \binom52.
 _BRACE_ARGUMENT_COUNT = {"\\frac": 2, "\\binom": 2, "\\sqrt": 1}
 _SHORTHAND_COMMAND = re.compile(r"\\(?:frac|binom|sqrt)(?![A-Za-z])")
@@ -261,7 +263,7 @@ def _rewrite_text_commands(text: str) -> str:
         after = result[end + 1 :]
         if re.fullmatch(r"(?:and|or|,)", inner):  # "1 \text{ or } 2" -> "1, 2"
             result = before + ", " + after.lstrip()
-        elif before and re.fullmatch(r"[A-Za-z][A-Za-z .]*", inner) and re.fullmatch(r"\s*(?:\^\s*\{?\s*\d\s*\}?)?\s*", after):
+        elif before and re.fullmatch(r"[A-Za-z][A-Za-z .]*", inner) and _UNIT_EXPONENT_ONLY.fullmatch(after):
             result = before  # trailing unit, with its exponent: "864 \mbox{ inches}^2" -> "864"
     return result
 
@@ -315,7 +317,10 @@ def _log10_bound(node) -> float:
     if node.is_Rational:
         return max(int(node.p).bit_length(), int(node.q).bit_length()) * 0.30103
     if node.is_Float:
-        return abs(math.log10(abs(float(node)))) if node != 0 and math.isfinite(float(node)) else 0.0
+        value = abs(float(node))
+        if value == 0.0:  # zero, or so small it underflowed: harmless either way
+            return 0.0
+        return abs(math.log10(value)) if math.isfinite(value) else math.inf
     if not node.args:
         return 0.0
     parts = [_log10_bound(arg) for arg in node.args]
@@ -345,7 +350,8 @@ def _is_explosive(parsed: list) -> bool:
             continue
         if isinstance(value, sympy.MatrixBase):
             value = sympy.ImmutableMatrix(value)
-        if sum(1 for _ in zip(range(_MAX_EXPRESSION_NODES + 1), sympy.preorder_traversal(value))) > _MAX_EXPRESSION_NODES:
+        nodes = sum(1 for _ in zip(range(_MAX_EXPRESSION_NODES + 1), sympy.preorder_traversal(value)))
+        if nodes > _MAX_EXPRESSION_NODES:
             return True
         if _log10_bound(value) > _MAX_DIGITS:
             return True
@@ -446,6 +452,7 @@ def _serve_worker(fd: int, memory_limit_mb: int | None) -> None:
     conn = Connection(fd)
     _limit_worker_resources(memory_limit_mb)
     signal.signal(signal.SIGALRM, _on_soft_timeout)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
     score_answer("1", "1")  # import sympy/antlr now, before declaring ourselves ready
     conn.send(("ready", os.getpid()))
     while True:
@@ -457,13 +464,14 @@ def _serve_worker(fd: int, memory_limit_mb: int | None) -> None:
             return
         job_id, gold, predicted, seconds = request
         _arm_cpu_budget(seconds)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
-            result = score_answer(gold, predicted)
-        except BaseException:  # _SoftTimeout, MemoryError, RecursionError, anything sympy throws
+            signal.setitimer(signal.ITIMER_REAL, seconds)  # one-shot: it fires at most once per job
+            try:
+                result = score_answer(gold, predicted)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except BaseException:  # _SoftTimeout (even inside `finally`), MemoryError, RecursionError, sympy errors
             result = 0.0
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
         try:
             conn.send((job_id, result))
         except (EOFError, OSError):
@@ -485,12 +493,15 @@ class _Worker:
     def __init__(self, memory_limit_mb: int | None):
         parent_socket, child_socket = socket.socketpair()
         child_fd = child_socket.fileno()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        command = f"from trl_nft.rewards import _serve_worker; _serve_worker({child_fd}, {memory_limit_mb!r})"
+        # Appended, not prepended: the worker finds this very trl_nft even when it is not installed, without
+        # letting anything shadow the standard library.
+        command = (
+            f"import sys; sys.path.append({_PACKAGE_ROOT!r}); from trl_nft.rewards import _serve_worker; "
+            f"_serve_worker({child_fd}, {memory_limit_mb!r})"
+        )
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", command], pass_fds=(child_fd,), stdin=subprocess.DEVNULL, env=env
+                [sys.executable, "-c", command], pass_fds=(child_fd,), stdin=subprocess.DEVNULL
             )
         finally:
             child_socket.close()
@@ -525,7 +536,7 @@ class _Worker:
         self.kill()
 
 
-_LIVE_POOLS: "weakref.WeakSet[VerifierPool]" = weakref.WeakSet()
+_LIVE_POOLS: weakref.WeakSet[VerifierPool] = weakref.WeakSet()
 
 
 class VerifierPool:
@@ -621,6 +632,12 @@ class VerifierPool:
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(self.memory_limit_mb)
         return 0 if started else 1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter teardown: nothing useful left to do
+            pass
 
     def close(self) -> None:
         """Stop all worker subprocesses (a later `map` starts new ones)."""
@@ -755,7 +772,7 @@ class MathAccuracyReward:
 
     @property
     def timeouts(self) -> int:
-        """Number of completions that hit the wall-clock limit so far."""
+        """Completions whose worker had to be killed at the wall-clock limit so far (soft timeouts not counted)."""
         return 0 if self._pool is None else self._pool.timeouts
 
     def close(self) -> None:
