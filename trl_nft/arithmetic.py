@@ -2,21 +2,26 @@
 
 The recipe, all on CPU and without any download:
 
-1. a character tokenizer over digits and operators, and a ~1M-parameter Qwen2-style model;
+1. a character tokenizer over digits, "+" and "=", and a ~0.25M-parameter Qwen2-style model (`MODEL_SIZE`);
 2. supervised pretraining on prompts like ``"372+459="`` whose answers come from a *buggy teacher* that forgets each
    carry with probability ``carry_bug_rate`` (``"372+459=" → "721"`` instead of ``"831"``), so the pretrained policy
    samples the right answer only on some attempts — more rarely the more carries a problem has;
 3. RL with an exact-match verifier (`exact_match_reward`) on the training split, and held-out accuracy (greedy and
    sampled) to watch the carry bug being unlearned.
 
-Everything is deterministic per seed (single-threaded CPU).
+Held-out problems are (a, b) pairs never used for pretraining nor RL. Everything is deterministic per seed
+(single-threaded CPU).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -25,8 +30,9 @@ from transformers import PreTrainedTokenizerFast, TrainerCallback
 from trl_nft.tiny_models import build_char_tokenizer, build_tiny_qwen2
 
 ALPHABET = "0123456789+="
-# ~1M parameters: 4 layers of (attention 49k + MLP 197k); the 15-token vocabulary adds almost nothing.
-MODEL_SIZE = dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512)
+# ~0.25M parameters. A 1M model (hidden 128) costs 4x per step on CPU and, measured, sat on a loss plateau for >1000
+# steps on forward-order addition; this one learns 3-digit addition in ~1000 steps.
+MODEL_SIZE = dict(hidden_size=64, num_layers=4, num_heads=4, intermediate_size=256)
 SPLIT_SALT = 0x9E3779B1  # fixed: the held-out split is the same for every seed, so runs are comparable
 
 
@@ -147,8 +153,8 @@ def supervised_pretrain(
     tokenizer: PreTrainedTokenizerFast,
     task: AdditionTask,
     *,
-    steps: int = 400,
-    batch_size: int = 128,
+    steps: int = 2000,
+    batch_size: int = 64,
     learning_rate: float = 3e-3,
     seed: int = 0,
     progress=None,
@@ -323,35 +329,53 @@ class Testbed:
 
 
 def build_testbed(
-    seed: int = 0,
     task: AdditionTask | None = None,
     *,
-    pretrain_steps: int = 400,
-    pretrain_batch_size: int = 128,
+    pretrain_seed: int = 0,
+    pretrain_steps: int = 2000,
+    pretrain_batch_size: int = 64,
     pretrain_learning_rate: float = 3e-3,
     num_train_prompts: int = 4096,
     num_eval_problems: int = 256,
     eval_samples_per_prompt: int = 2,
     model_size: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress=None,
 ) -> Testbed:
-    """Tokenizer, pretrained policy, RL training prompts and held-out evaluator for one seed."""
+    """Tokenizer, supervised base policy, RL training prompts and held-out evaluator.
+
+    `pretrain_seed` fixes the base model (init and pretraining data) and the RL prompt set; RL seeds are the trainer's.
+    Forward-order addition is learned after a loss plateau whose length depends on the init: with the defaults,
+    pretrain seeds 0 and 4 escaped it within 2000 steps, seeds 1-3 did not (sampled accuracy ~0). Like an RL study on
+    one base LLM, the benchmarks therefore vary the RL seed on the seed-0 base model. With `cache_dir`, the pretrained
+    weights are saved there and reused by later calls with the same settings.
+    """
     task = task or AdditionTask()
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, seed, **(model_size or {}))
-    losses = supervised_pretrain(
-        model,
-        tokenizer,
-        task,
-        steps=pretrain_steps,
-        batch_size=pretrain_batch_size,
-        learning_rate=pretrain_learning_rate,
-        seed=seed,
-    )
+    size = {**MODEL_SIZE, **(model_size or {})}
+    model = build_model(tokenizer, pretrain_seed, **size)
+    pretraining = dict(steps=pretrain_steps, batch_size=pretrain_batch_size, learning_rate=pretrain_learning_rate)
+    cache_file = None
+    if cache_dir is not None:
+        key = json.dumps(
+            {"task": asdict(task), "size": size, "pretraining": pretraining, "seed": pretrain_seed}, sort_keys=True
+        )
+        cache_file = Path(cache_dir) / f"pretrained-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    if cache_file is not None and cache_file.exists():
+        saved = torch.load(cache_file)
+        model.load_state_dict(saved["state_dict"])
+        losses = saved["losses"]
+        model.eval()
+    else:
+        losses = supervised_pretrain(model, tokenizer, task, seed=pretrain_seed, progress=progress, **pretraining)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"state_dict": model.state_dict(), "losses": losses}, cache_file)
     return Testbed(
         task=task,
         tokenizer=tokenizer,
         model=model,
-        train_dataset=rl_dataset(task, num_train_prompts, seed=seed),
+        train_dataset=rl_dataset(task, num_train_prompts, seed=pretrain_seed),
         evaluator=HeldoutEvaluator(tokenizer, task, num_eval_problems, eval_samples_per_prompt),
         pretraining_losses=losses,
     )

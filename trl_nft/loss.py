@@ -22,7 +22,8 @@ def log_of_straight_through_max(value: torch.Tensor, floor: float) -> torch.Tens
     forward value is exactly zero; so the result stays finite however small ``value`` gets.
     """
     clamped = value.clamp(min=floor) if floor > 0 else value
-    return torch.log(clamped).detach() + (value - value.detach()) / clamped.detach()
+    clamped = clamped.detach()
+    return torch.log(clamped) + (value - value.detach()) / clamped
 
 
 def prompt_weight(correct_rate: torch.Tensor, prompt_weighting: str) -> torch.Tensor:
