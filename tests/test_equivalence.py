@@ -38,8 +38,26 @@ def informative_groups(rewards, group_size):
     return [g for g in groups if 0 < sum(g) < len(g)]
 
 
-def test_nft_dr_grpo_weighting_equals_dr_grpo(base_model, prompt_dataset, tokenizer, tmp_path):
+@pytest.mark.parametrize(
+    "shared",
+    [
+        dict(),
+        dict(loss_type="dapo"),
+        dict(loss_type="bnpo"),
+        dict(loss_type="grpo"),
+        dict(gradient_accumulation_steps=2, per_device_train_batch_size=8),
+        dict(entropy_coef=0.05),
+        dict(use_adaptive_entropy=True, entropy_coef=0.05, entropy_target=10.0),
+        dict(top_entropy_quantile=0.5),
+        dict(mask_truncated_completions=True, max_completion_length=12),
+    ],
+    ids=["dr_grpo", "dapo", "bnpo", "grpo", "grad_accum", "entropy_bonus", "adaptive_entropy", "top_entropy",
+         "mask_truncated"],
+)
+def test_nft_dr_grpo_weighting_equals_dr_grpo(base_model, prompt_dataset, tokenizer, tmp_path, shared):
+    """Every TRL aggregation and option NFT keeps gives the same on-policy update as GRPOTrainer's."""
     common = dict(loss_type="dr_grpo", max_steps=2, per_device_train_batch_size=16, num_generations=4)
+    common.update(shared)
     nft_update, nft_completions, rewards = train_and_get_update(
         NFTTrainer, NFTConfig, copy.deepcopy(base_model), prompt_dataset, tokenizer, tmp_path / "nft",
         prompt_weighting="dr_grpo", **common,
