@@ -247,10 +247,8 @@ class NFTTrainer(GRPOTrainer):
             loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_nft_metrics(per_token_logps, old_per_token_logps, mask, correct, correct_rate, nft_kwargs, mode)
-        if per_token_kl is not None:
-            self._metrics[mode]["kl"].append(self._global_masked_mean(per_token_kl, mask))
-        self._metrics[mode]["entropy"].append(self._global_masked_mean(entropies, mask))
+        self._log_metrics(per_token_logps, old_per_token_logps, mask, correct, correct_rate, nft_kwargs, mode,
+                          entropies=entropies, per_token_kl=per_token_kl)
         return loss
 
     def _aggregate(self, masked_loss: torch.Tensor, mask: torch.Tensor, num_items_in_batch, mode: str) -> torch.Tensor:
@@ -301,33 +299,41 @@ class NFTTrainer(GRPOTrainer):
         self._entropy_window_stats = None
 
     # ---------------------------------------------------------------------------------------------- metrics
-    def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
-        values = values.detach() * torch.ones_like(mask, dtype=values.dtype)
-        totals = torch.stack([(values * mask).sum(), mask.sum().to(values.dtype)])
-        totals = self.accelerator.reduce(totals, reduction="sum")
-        return (totals[0] / totals[1].clamp(min=1.0)).item()
-
     @torch.no_grad()
-    def _log_nft_metrics(self, logps, old_logps, mask, correct, correct_rate, nft_kwargs, mode):
-        metrics = self._metrics[mode]
+    def _log_metrics(self, logps, old_logps, mask, correct, correct_rate, nft_kwargs, mode, *, entropies,
+                     per_token_kl):
+        """NFT's metrics plus TRL's entropy / KL, as global token means: one reduce and one gather per micro-batch."""
         # The loss is linear in `correct`, so its two parts are the loss at correct = 1 and at correct = 0.
         ones, zeros = torch.ones_like(correct), torch.zeros_like(correct)
         positive = nft_per_token_loss(logps, old_logps, mask, ones, correct_rate, **nft_kwargs) * correct[:, None]
         negative = nft_per_token_loss(logps, old_logps, mask, zeros, correct_rate, **nft_kwargs)
         negative = negative * (1 - correct)[:, None]
-        metrics["nft/positive_loss"].append(self._global_masked_mean(positive, mask))
-        metrics["nft/negative_loss"].append(self._global_masked_mean(negative, mask))
-
         log_ratio = nft_log_ratio(logps, old_logps, mask, nft_kwargs["level"], nft_kwargs["max_log_ratio"])
-        ratio = torch.exp(log_ratio) * torch.ones_like(mask, dtype=log_ratio.dtype)
-        metrics["nft/ratio_mean"].append(self._global_masked_mean(ratio, mask))
-        local_max = ratio.masked_fill(mask == 0, 0.0).max() if mask.any() else ratio.new_zeros(())
-        metrics["nft/ratio_max"].append(self.accelerator.gather(local_max.reshape(1)).max().item())
-
+        ratio = torch.exp(log_ratio)
         at_floor = negative_at_floor(log_ratio, correct_rate, nft_kwargs["negative_clip"], nft_kwargs["correct_rate_clip"])
         informative = (correct_rate > 0) & (correct_rate < 1)
         negative_tokens = mask * ((1 - correct) * informative)[:, None]
-        metrics["nft/negative_floor_frac"].append(self._global_masked_mean(at_floor.to(logps.dtype), negative_tokens))
+
+        # name → (values, token weights); (B, 1) sequence-level values broadcast over their tokens
+        means = {
+            "nft/positive_loss": (positive, mask),
+            "nft/negative_loss": (negative, mask),
+            "nft/ratio_mean": (ratio, mask),
+            "nft/negative_floor_frac": (at_floor.to(ratio.dtype), negative_tokens),
+            "entropy": (entropies, mask),
+        }
+        if per_token_kl is not None:
+            means["kl"] = (per_token_kl, mask)
+        local = torch.stack([
+            torch.stack([(values.float() * weights).sum(), weights.sum().float()]) for values, weights in means.values()
+        ])
+        totals = self.accelerator.reduce(local, reduction="sum").tolist()
+        metrics = self._metrics[mode]
+        for name, (total, count) in zip(means, totals):
+            metrics[name].append(total / max(count, 1.0))
+
+        local_max = (ratio * torch.ones_like(mask, dtype=ratio.dtype)).masked_fill(mask == 0, 0.0).max()
+        metrics["nft/ratio_max"].append(self.accelerator.gather(local_max.reshape(1)).max().item())
 
 
 _MULTIMODAL_KEYS = (
