@@ -34,7 +34,13 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback
 
-from trl_nft.arithmetic import AdditionTask, HeldoutAccuracyCallback, build_testbed, exact_match_reward
+from trl_nft.arithmetic import (
+    AdditionTask,
+    HeldoutAccuracyCallback,
+    build_testbed,
+    exact_match_reward,
+    rl_trainer_options,
+)
 
 METHODS = ("nft", "grpo", "rft", "nft_ds")
 DEFAULT_METHODS = ("nft", "grpo", "rft")  # nft_ds (dynamic sampling) is compared on request: --methods nft nft_ds
@@ -144,19 +150,15 @@ def run_one(
     trainer_cls, config_cls, method_options = trainer_and_config(method)
     args = config_cls(
         output_dir=str(work_dir / "trainer"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        logging_steps=settings.eval_every,
-        seed=seed,
-        learning_rate=learning_rate,
-        lr_scheduler_type="constant",  # every checkpoint of the curve is taken at the same step size
-        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
-        num_generations=settings.num_generations,
-        max_completion_length=settings.task.max_answer_length + 1,  # digits + EOS
-        max_steps=settings.steps,
+        **rl_trainer_options(
+            settings.task,
+            prompts_per_step=settings.prompts_per_step,
+            num_generations=settings.num_generations,
+            eval_every=settings.eval_every,
+            max_steps=settings.steps,
+            seed=seed,
+            learning_rate=learning_rate,
+        ),
         **regime_options(settings, regime),
         **method_options,
     )

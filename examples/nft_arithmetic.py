@@ -26,7 +26,13 @@ from transformers import PrinterCallback, TrainerCallback
 from transformers.utils import logging as hf_logging
 
 from trl_nft import NFTConfig, NFTTrainer
-from trl_nft.arithmetic import AdditionTask, HeldoutAccuracyCallback, build_testbed, exact_match_reward
+from trl_nft.arithmetic import (
+    AdditionTask,
+    HeldoutAccuracyCallback,
+    build_testbed,
+    exact_match_reward,
+    rl_trainer_options,
+)
 
 
 class ProgressBar(TrainerCallback):
@@ -127,20 +133,16 @@ def main(argv=None) -> dict:
 
     config = NFTConfig(
         output_dir=str(args.output_dir / "trainer"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        logging_steps=args.eval_every,
-        seed=args.seed,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=args.prompts_per_step * args.num_generations,
-        num_generations=args.num_generations,
         steps_per_generation=args.steps_per_generation,
-        max_completion_length=testbed.task.max_answer_length + 1,  # digits + EOS
-        max_steps=args.steps,
+        **rl_trainer_options(
+            testbed.task,
+            prompts_per_step=args.prompts_per_step,
+            num_generations=args.num_generations,
+            eval_every=args.eval_every,
+            max_steps=args.steps,
+            seed=args.seed,
+            learning_rate=args.learning_rate,
+        ),
     )
     progress = ProgressBar()
     accuracy_callback = HeldoutAccuracyCallback(testbed.evaluator, every=args.eval_every, on_record=progress.show)

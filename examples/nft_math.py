@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> NFTTrainer:
     trainer = build_trainer(script_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    # Leave the process group together: a rank exiting while its communication threads still run can abort, and
+    # the launcher then reports the whole run as failed.
+    state = PartialState()
+    if state.use_distributed:
+        state.wait_for_everyone()
+        state.destroy_process_group()
     return trainer
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 ZERO3_CONFIG = Path(__file__).parent / "scripts" / "zero3_cpu.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +24,7 @@ def launch(tmp_path, name, processes, *extra_args):
     report = tmp_path / f"{name}.json"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
-        str(29500 + (abs(hash(name)) % 2000)), str(SCRIPT), "--output-dir", str(tmp_path / name), "--report",
+        str(free_port()), str(SCRIPT), "--output-dir", str(tmp_path / name), "--report",
         str(report), *extra_args,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))

@@ -317,6 +317,34 @@ class HeldoutAccuracyCallback(TrainerCallback):
         self._record(state.global_step, model)
 
 
+def rl_trainer_options(
+    task: AdditionTask,
+    *,
+    prompts_per_step: int,
+    num_generations: int,
+    eval_every: int,
+    max_steps: int,
+    seed: int,
+    learning_rate: float,
+) -> dict:
+    """(NFT/GRPO)Config options shared by the demo and the benchmarks: CPU, quiet, constant lr, short answers."""
+    return dict(
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=eval_every,
+        seed=seed,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",  # every point of a curve is taken at the same step size
+        per_device_train_batch_size=prompts_per_step * num_generations,
+        num_generations=num_generations,
+        max_completion_length=task.max_answer_length + 1,  # digits + EOS
+        max_steps=max_steps,
+    )
+
+
 # ------------------------------------------------------------------------------------------------- the bundle
 @dataclass
 class Testbed:

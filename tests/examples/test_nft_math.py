@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import REPO_ROOT, SHARED_DATA, free_port
 from trl_nft.tiny_models import save_tiny_model
 
 MATH500 = SHARED_DATA / "math_eval" / "math500.jsonl"
@@ -80,7 +80,7 @@ def test_trains_two_steps_with_periodic_eval(tmp_path):
 def test_zero3_two_processes(tmp_path):
     pytest.importorskip("deepspeed")
     model_dir = save_tiny_model(tmp_path / "tiny")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29777",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                str(REPO_ROOT / "examples" / "nft_math.py"), *tiny_cli(model_dir, tmp_path / "out"),
                "--deepspeed", str(REPO_ROOT / "tests" / "scripts" / "zero3_cpu.json"), "--bf16", "true",
                "--dynamic_sampling", "true", "--max_generation_rounds", "2"]

@@ -131,3 +131,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+    # Leave the process group together: a rank exiting while gloo threads still run aborts ("terminate called
+    # without an active exception"), and torchrun then fails the whole run.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
