@@ -154,11 +154,9 @@ class NFTTrainer(GRPOTrainer):
                 kept_groups, target_groups, rounds, prompts_used, target_groups - kept_groups,
             )
         batch = dynamic_sampling.concat_batches(kept + fillers, pad_id)
-        batch = dynamic_sampling.take_rows(batch, slice(0, target_groups * group_size))
         local = dynamic_sampling.local_slice(target_groups * group_size, accelerator.process_index, accelerator.num_processes)
         batch = dynamic_sampling.take_rows(batch, local)
-        loss_mask = batch["completion_mask"] if "tool_mask" not in batch else batch["completion_mask"] * batch["tool_mask"]
-        batch["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
+        batch["num_items_in_batch"] = accelerator.gather(loss_token_mask(batch).sum()).sum()
 
         metrics = self._metrics["train"]
         metrics["dynamic_sampling/rounds"].append(rounds)
@@ -183,7 +181,7 @@ class NFTTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        mask = loss_token_mask(inputs)
 
         per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
             model,
@@ -238,22 +236,25 @@ class NFTTrainer(GRPOTrainer):
                 per_token_kl = per_token_kl * torch.exp(per_token_logps - old_per_token_logps)
             per_token_loss = per_token_loss + self.beta * per_token_kl
 
-        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         loss = self._aggregate(per_token_loss * loss_mask, mask, inputs["num_items_in_batch"], mode)
 
         if self._entropy_bonus_enabled:
             loss = loss - self._entropy_bonus(entropies, entropy_mask, mode)
         if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+            loss = loss + self.router_aux_loss_coef * aux_loss / self._accumulation_divisor(mode)
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
         self._log_metrics(per_token_logps, old_per_token_logps, mask, correct, correct_rate, nft_kwargs, mode,
                           entropies=entropies, per_token_kl=per_token_kl)
         return loss
 
+    def _accumulation_divisor(self, mode: str) -> float:
+        """Losses are pre-divided by the accumulation steps in training (TRL turns HF's own scaling off); not in eval."""
+        return self.current_gradient_accumulation_steps if mode == "train" else 1.0
+
     def _aggregate(self, masked_loss: torch.Tensor, mask: torch.Tensor, num_items_in_batch, mode: str) -> torch.Tensor:
         """Reduce a (B, T) masked per-token loss with TRL's `loss_type` normalisers (`mask`: completion tokens)."""
-        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        accumulation = self._accumulation_divisor(mode)
         if self.loss_type == "grpo":
             return (masked_loss.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
         if self.loss_type == "bnpo":
@@ -270,8 +271,8 @@ class NFTTrainer(GRPOTrainer):
 
     def _entropy_bonus(self, entropies: torch.Tensor, effective_mask: torch.Tensor, mode: str) -> torch.Tensor:
         """TRL's entropy bonus (static or adaptive `entropy_coef`), as the term subtracted from the loss."""
-        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        mean_entropy = (entropies * effective_mask).sum() / effective_mask.sum().clamp(min=1.0) / accumulation
+        mean_entropy = (entropies * effective_mask).sum() / effective_mask.sum().clamp(min=1.0)
+        mean_entropy = mean_entropy / self._accumulation_divisor(mode)
         coef = self.entropy_coef
         if self.use_adaptive_entropy:
             # The coefficient set at the end of the previous optimizer step applies to the whole window.
@@ -334,6 +335,13 @@ class NFTTrainer(GRPOTrainer):
 
         local_max = (ratio * torch.ones_like(mask, dtype=ratio.dtype)).masked_fill(mask == 0, 0.0).max()
         metrics["nft/ratio_max"].append(self.accelerator.gather(local_max.reshape(1)).max().item())
+
+
+def loss_token_mask(batch: dict) -> torch.Tensor:
+    """Completion tokens that count in the loss: the completion mask, without tool-output tokens when present."""
+    if "tool_mask" in batch:
+        return batch["completion_mask"] * batch["tool_mask"]
+    return batch["completion_mask"]
 
 
 _MULTIMODAL_KEYS = (
