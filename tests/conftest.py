@@ -80,3 +80,25 @@ def tiny_args(config_cls, tmp_path, **overrides):
     )
     settings.update(overrides)
     return config_cls(**settings)
+
+
+def variable_length_batch(tokenizer, lengths, seed=0):
+    """Two groups of four completions of the given lengths (right-padded), mixed answers, on-policy."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, width = len(lengths), max(lengths)
+    completion_mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    prompt_ids = torch.randint(3, len(tokenizer), (rows, 4), generator=generator)
+    completion_ids = torch.randint(3, len(tokenizer), (rows, width), generator=generator)
+    completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
+    correct = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 1])
+    rate = torch.tensor([0.25] * 4 + [0.75] * 4)
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "correct": correct,
+        "correct_rate": rate,
+        "num_items_in_batch": completion_mask.sum().float(),
+        "advantages": correct - rate,
+    }

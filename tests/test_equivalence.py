@@ -118,3 +118,36 @@ def test_negative_controls_differ(base_model, prompt_dataset, tokenizer, tmp_pat
     assert nft_completions == grpo_completions
     difference = (flat(nft_update) - flat(grpo_update)).norm() / flat(grpo_update).norm()
     assert difference > 1e-3
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [dict(), dict(top_entropy_quantile=0.5), dict(off_policy_mask_threshold=0.5)],
+    ids=["kl", "kl+top_entropy", "kl+off_policy_mask"],
+)
+def test_kl_term_is_masked_as_in_trl(base_model, prompt_dataset, tokenizer, tmp_path, shared):
+    """With beta > 0, TRL masks only the policy term; the KL term covers every completion token.
+
+    Two steps: at the first the policy equals the reference (zero KL gradient), at the second it does not.
+    """
+    # TRL builds the reference model by loading the policy's checkpoint, so both trainers start from a path.
+    base_model.save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    start = {name: p.detach().clone() for name, p in base_model.named_parameters()}
+    common = dict(loss_type="dr_grpo", max_steps=2, per_device_train_batch_size=16, num_generations=4, beta=0.5,
+                  learning_rate=0.2, **shared)
+    updates, completions = {}, {}
+    for name, trainer_cls, config_cls, extra in (
+        ("nft", NFTTrainer, NFTConfig, dict(prompt_weighting="dr_grpo")),
+        ("grpo", GRPOTrainer, GRPOConfig, dict(scale_rewards="none")),
+    ):
+        args = tiny_args(config_cls, tmp_path / name, **common, **extra)
+        trainer = trainer_cls(model=str(tmp_path / "policy"), reward_funcs=first_char_parity_reward, args=args,
+                              train_dataset=prompt_dataset, processing_class=tokenizer)
+        trainer.train()
+        updates[name] = flat({n: p.detach() - start[n] for n, p in trainer.model.named_parameters()})
+        completions[name] = list(trainer._logs["completion"])
+        kl = [entry["kl"] for entry in trainer.state.log_history if "kl" in entry]
+        assert kl[0] == pytest.approx(0.0, abs=1e-7) and kl[-1] > 0, "the second step must see a non-zero KL"
+    assert completions["nft"] == completions["grpo"]
+    torch.testing.assert_close(updates["nft"], updates["grpo"], rtol=1e-4, atol=1e-7)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from trl import GRPOConfig
 
-from tests.conftest import first_char_parity_reward, tiny_args
+from tests.conftest import first_char_parity_reward, tiny_args, variable_length_batch
 from trl_nft import NFTConfig, NFTTrainer
 from trl_nft.trainer import HOOKED_TRL_METHODS, trl_signature_mismatches
 
@@ -87,6 +87,22 @@ def test_rft_ignores_wrong_answers(model, prompt_dataset, tokenizer, tmp_path, n
     after = gradient_for(trainer, rewritten)
     assert before.abs().max() > 0
     assert (not torch.allclose(before, after)) == wrong_answers_matter
+
+
+@pytest.mark.parametrize("loss_type", ["dr_grpo", "grpo", "bnpo", "dapo"])
+def test_sequence_level_counts_each_sequence_once(model, prompt_dataset, tokenizer, tmp_path, loss_type):
+    """On-policy both levels reduce to −(r − r̂)·Σ_t ∇log π per sequence, so their updates must be identical.
+
+    The completions have different lengths: a sequence loss broadcast over its tokens would weigh long answers more.
+    """
+    batch = variable_length_batch(tokenizer, [2, 9, 4, 9, 3, 8, 1, 6])
+    gradients = {}
+    for level in ("token", "sequence"):
+        trainer = make_trainer(copy.deepcopy(model), prompt_dataset, tokenizer, tmp_path / level, loss_type=loss_type,
+                               importance_sampling_level=level, max_completion_length=12)
+        gradients[level] = gradient_for(trainer, batch)
+    assert gradients["token"].abs().max() > 0
+    torch.testing.assert_close(gradients["sequence"], gradients["token"], rtol=1e-4, atol=1e-8)
 
 
 def test_all_wrong_batch_gives_no_gradient(model, prompt_dataset, tokenizer, tmp_path):

@@ -116,6 +116,16 @@ def nft_per_token_loss(
     return per_token * prompt_weight(safe_rate, prompt_weighting) * informative
 
 
+def spread_sequence_loss(sequence_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1) sequence losses as (B, T) token values that add up to each sequence's loss exactly once.
+
+    Eq. 9 sums sequence losses, one per completion. TRL's aggregations sum token values; broadcasting L_i over
+    |o_i| tokens would weigh it by its length. Spreading L_i / |o_i| over the completion tokens makes every
+    aggregation see L_i where a token-level loss has Σ_t ℓ_t, so on-policy both levels give the same gradient.
+    """
+    return sequence_loss * mask / mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
 def negative_at_floor(
     log_ratio: torch.Tensor, correct_rate: torch.Tensor, negative_clip: float, correct_rate_clip: float
 ) -> torch.Tensor:
@@ -133,4 +143,5 @@ __all__ = [
     "nft_log_ratio",
     "nft_per_token_loss",
     "prompt_weight",
+    "spread_sequence_loss",
 ]

@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import inspect
 import logging
+import textwrap
 import warnings
 
 import torch
 from trl import GRPOTrainer
 
-from trl_nft import dynamic_sampling
 from trl_nft.config import NFTConfig
-from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss
+from trl_nft.dynamic_sampling_trainer import DynamicSamplingMixin
+from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
+from trl_nft.precision import low_precision_warning
 
 logger = logging.getLogger(__name__)
+
+NFT_CITATION = textwrap.dedent("""\
+    @article{chen2025bridging,
+        title        = {{Bridging Supervised Learning and Reinforcement Learning in Math Reasoning}},
+        author       = {Huayu Chen and Kaiwen Zheng and Qinsheng Zhang and Ganqu Cui and Yin Cui and Haotian Ye and Tsung-Yi Lin and Ming-Yu Liu and Jun Zhu and Haoxiang Wang},
+        year         = 2025,
+        journal      = {arXiv preprint arXiv:2505.18116},
+    }""")
 
 # TRL private methods this trainer overrides or calls, with the parameter names it relies on (trl 1.16).
 HOOKED_TRL_METHODS = {
@@ -52,7 +62,7 @@ def trl_signature_mismatches() -> dict[str, tuple[tuple[str, ...], tuple[str, ..
     return mismatches
 
 
-class NFTTrainer(GRPOTrainer):
+class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
     """Negative-aware Fine-Tuning (arXiv 2505.18116) with `GRPOTrainer`'s constructor and usage.
 
     Pass an `NFTConfig` as `args`. Reward functions are used as verifiers: see `NFTConfig.reward_threshold` for how
@@ -62,6 +72,11 @@ class NFTTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "nft"]
     _name = "NFT"
+    _paper = {  # drives the model card (replaces GRPO's DeepSeekMath entry); BibTeX from the NVlabs/NFT README
+        "title": "Bridging Supervised Learning and Reinforcement Learning in Math Reasoning",
+        "id": "2505.18116",
+        "citation": NFT_CITATION,
+    }
 
     def __init__(self, model, reward_funcs=None, args: NFTConfig | None = None, *more_args, **kwargs):
         if args is None:
@@ -78,6 +93,11 @@ class NFTTrainer(GRPOTrainer):
                 "dynamic_sampling=True draws refill prompts by index, so train_dataset must be a map-style Dataset, "
                 f"not {type(self.train_dataset).__name__}"
             )
+        precision_message = low_precision_warning(
+            self.model, args.learning_rate, uses_master_weights=self.is_deepspeed_enabled
+        )
+        if precision_message:
+            warnings.warn(precision_message, UserWarning, stacklevel=2)
         mismatches = trl_signature_mismatches()
         if mismatches:
             warnings.warn(
@@ -120,61 +140,6 @@ class NFTTrainer(GRPOTrainer):
         metrics["nft/degenerate_group_frac"].append(labels.degenerate_groups.float().mean().item())
         return output, labels
 
-    def _generate_informative_batch(self, inputs):
-        """Dynamic sampling: rounds of generation until the batch holds only informative groups (see module doc)."""
-        group_size, accelerator = self.num_generations, self.accelerator
-        pad_id = self._tokenizer.pad_token_id
-        target_groups = len(inputs) * accelerator.num_processes // group_size
-        kept, fillers, kept_groups, filler_groups = [], [], 0, 0
-        round_inputs, rounds, prompts_used = inputs, 0, 0
-        while True:
-            output, labels = self._generate_and_label(round_inputs)
-            dynamic_sampling.check_supported(output)
-            rows = dynamic_sampling.gather_rows(accelerator, output, pad_id)
-            rounds += 1
-            prompts_used += labels.degenerate_groups.numel()
-            informative = (~labels.degenerate_groups).nonzero().flatten().tolist()
-            degenerate = labels.degenerate_groups.nonzero().flatten().tolist()
-            self._metrics["train"]["dynamic_sampling/informative_frac"].append(1 - labels.degenerate_groups.float().mean().item())
-            take = informative[: target_groups - kept_groups]
-            kept.append(dynamic_sampling.take_rows(rows, dynamic_sampling.group_rows(take, group_size)))
-            kept_groups += len(take)
-            # Degenerate groups are kept only as zero-loss filler in case the round cap is hit.
-            spare = degenerate[: max(0, target_groups - kept_groups - filler_groups)]
-            fillers.append(dynamic_sampling.take_rows(rows, dynamic_sampling.group_rows(spare, group_size)))
-            filler_groups += len(spare)
-            if kept_groups == target_groups or rounds == self.args.max_generation_rounds:
-                break
-            round_inputs = self._refill_inputs(len(inputs), rounds)
-
-        if kept_groups < target_groups:
-            logger.warning(
-                "dynamic sampling: only %d of %d groups were informative after %d generation rounds (%d prompts); "
-                "filling the batch with %d degenerate (zero-loss) groups.",
-                kept_groups, target_groups, rounds, prompts_used, target_groups - kept_groups,
-            )
-        batch = dynamic_sampling.concat_batches(kept + fillers, pad_id)
-        local = dynamic_sampling.local_slice(target_groups * group_size, accelerator.process_index, accelerator.num_processes)
-        batch = dynamic_sampling.take_rows(batch, local)
-        batch["num_items_in_batch"] = accelerator.gather(loss_token_mask(batch).sum()).sum()
-
-        metrics = self._metrics["train"]
-        metrics["dynamic_sampling/rounds"].append(rounds)
-        metrics["dynamic_sampling/prompts_consumed"].append(prompts_used)
-        metrics["dynamic_sampling/filled_frac"].append(kept_groups / target_groups)
-        return batch
-
-    def _refill_inputs(self, local_rows: int, round_index: int) -> list[dict]:
-        """This process's rows for a refill round: fresh prompts, each repeated `num_generations` times."""
-        num_processes, group_size = self.accelerator.num_processes, self.num_generations
-        prompt_count = self.args.dynamic_sampling_oversample * local_rows * num_processes // group_size
-        indices = dynamic_sampling.draw_prompt_indices(
-            len(self.train_dataset), prompt_count, self.args.seed, self.state.global_step, round_index
-        )
-        global_rows = [index for index in indices for _ in range(group_size)]
-        local = dynamic_sampling.local_slice(len(global_rows), self.accelerator.process_index, num_processes)
-        return [self.train_dataset[index] for index in global_rows[local]]
-
     # ------------------------------------------------------------------------------------------------- loss
     def _compute_loss(self, model, inputs):
         args = self.args
@@ -210,15 +175,18 @@ class NFTTrainer(GRPOTrainer):
         per_token_loss = nft_per_token_loss(
             per_token_logps, old_per_token_logps, mask, correct, correct_rate, **nft_kwargs
         )
+        if self.importance_sampling_level == "sequence":
+            per_token_loss = spread_sequence_loss(per_token_loss, mask)  # each sequence's loss counted once
 
-        # TRL applies the entropy bonus on the same tokens as the policy loss (high-entropy ones, if selected).
+        # As in TRL, the high-entropy and off-policy masks select tokens of the policy term only; the KL term below
+        # covers every completion token. The entropy bonus acts on the same tokens as the policy term's entropy mask.
         entropy_mask = mask
         if self.top_entropy_quantile < 1.0:
             entropy_mask = mask * self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
-        loss_mask = entropy_mask
+            per_token_loss = per_token_loss * entropy_mask
         if self.off_policy_mask_threshold is not None:
             # TRL keeps sequences with a non-negative advantage; NFT's on-policy advantage is r − r̂.
-            loss_mask = loss_mask * self.get_off_policy_mask(
+            per_token_loss = per_token_loss * self.get_off_policy_mask(
                 advantages=(correct - correct_rate).unsqueeze(1),
                 per_token_logps=per_token_logps,
                 sampling_per_token_logps=inputs.get("sampling_per_token_logps", old_per_token_logps),
@@ -236,7 +204,7 @@ class NFTTrainer(GRPOTrainer):
                 per_token_kl = per_token_kl * torch.exp(per_token_logps - old_per_token_logps)
             per_token_loss = per_token_loss + self.beta * per_token_kl
 
-        loss = self._aggregate(per_token_loss * loss_mask, mask, inputs["num_items_in_batch"], mode)
+        loss = self._aggregate(per_token_loss * mask, mask, inputs["num_items_in_batch"], mode)
 
         if self._entropy_bonus_enabled:
             loss = loss - self._entropy_bonus(entropies, entropy_mask, mode)
