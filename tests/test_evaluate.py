@@ -99,3 +99,18 @@ def test_tiny_random_model_runs_every_benchmark_from_the_command_line(data_dir, 
     table = output.with_suffix(".md").read_text()
     assert table.splitlines()[0] == PAPER_HEADER
     assert PAPER_HEADER in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [("7b", dict(temperature=0.6, top_p=0.7, max_new_tokens=3584)),  # NFT_7B: 4096 context - 512 prompt tokens
+     ("32b", dict(temperature=1.0, top_p=0.7, max_new_tokens=7168))],  # NFT_32B: 8192 context - 1024
+)
+def test_paper_settings_per_model_size(size, expected):
+    from trl_nft.evaluate import build_parser, sampling_settings
+
+    settings = sampling_settings(build_parser().parse_args(["--model", "m", "--data-dir", "d", "--paper-settings", size]))
+    assert {key: getattr(settings, key) for key in expected} == expected
+    overridden = sampling_settings(build_parser().parse_args(
+        ["--model", "m", "--data-dir", "d", "--paper-settings", size, "--temperature", "0.0"]))
+    assert overridden.temperature == 0.0 and overridden.max_new_tokens == expected["max_new_tokens"]

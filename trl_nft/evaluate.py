@@ -5,9 +5,11 @@ Usage::
     python -m trl_nft.evaluate --model PATH --data-dir ../shared/data/math_eval --output results.json
 
 The paper reports avg@32 (32 samples per problem, accuracy averaged) for AIME24, AIME25 and AMC23 and avg@1 for
-MATH500, OlympiadBench and Minerva Math. Sampling defaults follow the authors' evaluation script (NVlabs/NFT
-``eval_local_7B.sh``): temperature 1.0, top-p 0.7, no top-k, 8192-token context with prompts up to 1024 tokens, so
-at most 7168 new tokens. (Their in-training validation used temperature 0.6.) Answers are scored with
+MATH500, OlympiadBench and Minerva Math. Sampling follows the authors' evaluation scripts, per model size
+(``--paper-settings``): the 7B model (``save_path=./NFT_7B``, found in NVlabs/NFT ``eval_local_32B.sh``: the two
+scripts' names are swapped) at temperature 0.6, top-p 0.7, 4096-token context with 512-token prompts, so at most
+3584 new tokens; the 32B model (``save_path=./NFT_32B``, in ``eval_local_7B.sh``) at temperature 1.0, top-p 0.7,
+8192-token context with 1024-token prompts, so 7168 new tokens. No top-k in both. Answers are scored with
 `trl_nft.rewards.math_accuracy_reward` (last ``\boxed{}`` + math-verify).
 
 Generation is pluggable: `evaluate_benchmarks` takes any ``generate(prompts) -> completions`` function, so vLLM
@@ -61,12 +63,19 @@ DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 @dataclass
 class SamplingSettings:
-    """Sampling parameters shared by the backends (defaults: the NFT authors' evaluation script)."""
+    """Sampling parameters shared by the backends (defaults: the NFT authors' evaluation of their 7B model)."""
 
-    temperature: float = 1.0
+    temperature: float = 0.6
     top_p: float = 0.7
-    max_new_tokens: int = 7168
+    max_new_tokens: int = 3584
     seed: int = 0
+
+
+# The authors' evaluation per model size (see the module docstring for which official script holds which).
+PAPER_SETTINGS = {
+    "7b": SamplingSettings(temperature=0.6, top_p=0.7, max_new_tokens=4096 - 512),
+    "32b": SamplingSettings(temperature=1.0, top_p=0.7, max_new_tokens=8192 - 1024),
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,18 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trl_nft.evaluate",
         description=(
             "avg@k accuracy on the NFT paper's math benchmarks (avg@32 for aime24/aime25/amc23, avg@1 otherwise). "
-            "Sampling defaults follow the authors' evaluation script (NVlabs/NFT eval_local_7B.sh): temperature 1.0, "
-            "top-p 0.7, no top-k, 7168 new tokens (8192 context minus 1024 prompt tokens); their in-training "
-            "validation used temperature 0.6."
+            "Sampling follows the authors' evaluation per model size (--paper-settings): 7b = temperature 0.6, "
+            "top-p 0.7, 3584 new tokens (4096 context minus 512 prompt tokens); 32b = temperature 1.0, top-p 0.7, "
+            "7168 new tokens (8192 minus 1024). No top-k. --temperature / --top-p / --max-new-tokens override them."
         ),
     )
+    parser.add_argument("--paper-settings", choices=sorted(PAPER_SETTINGS), default="7b",
+                        help="the authors' sampling settings for this model size (default: %(default)s)")
     parser.add_argument("--model", required=True, help="model directory or hub name")
     parser.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated, from: %(default)s")
     parser.add_argument("--data-dir", required=True, help="directory with <benchmark>.jsonl files (problem, answer)")
     parser.add_argument("--output", help="write results JSON here, and the Markdown table next to it (.md)")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="default: %(default)s")
-    parser.add_argument("--top-p", type=float, default=defaults.top_p, help="default: %(default)s")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="default: %(default)s")
+    parser.add_argument("--temperature", type=float, help="default: from --paper-settings")
+    parser.add_argument("--top-p", type=float, help="default: from --paper-settings")
+    parser.add_argument("--max-new-tokens", type=int, help="default: from --paper-settings")
     parser.add_argument("--n-samples-override", type=int, help="samples per problem for every benchmark")
     parser.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per transformers generate call")
@@ -267,11 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
+    """The paper's settings for the chosen model size, with any explicitly given value taking precedence."""
+    paper = PAPER_SETTINGS[args.paper_settings]
+    return SamplingSettings(
+        temperature=paper.temperature if args.temperature is None else args.temperature,
+        top_p=paper.top_p if args.top_p is None else args.top_p,
+        max_new_tokens=paper.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
+        seed=args.seed,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the command line; returns the results dict that is also printed and saved."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = SamplingSettings(args.temperature, args.top_p, args.max_new_tokens, args.seed)
+    settings = sampling_settings(args)
     backend = args.backend
     if backend == "auto":
         backend = "vllm" if vllm_usable() else "transformers"
