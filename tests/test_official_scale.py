@@ -17,9 +17,9 @@ from trl_nft.official_scale import (
 
 
 def test_recipe_values():
-    # 512 sequences per optimizer step; 3584 tokens on 32 GPUs (7B), 14,336 tokens on 128 GPUs (32B).
-    assert equivalent_max_grad_norm(1.0, 512, 3584, OFFICIAL_WORLD_SIZES["7b"]) == pytest.approx(32_000 / (512 * 3584))
-    assert equivalent_max_grad_norm(1.0, 512, 14_336, OFFICIAL_WORLD_SIZES["32b"]) == pytest.approx(0.017439, abs=1e-6)
+    # 512 sequences per optimizer step; 3584 tokens over 32 data-parallel ranks (7B), 14,336 tokens over 16 (32B).
+    assert equivalent_max_grad_norm(1.0, 512, 3584, OFFICIAL_WORLD_SIZES["7b"]) == pytest.approx(0.017439, abs=1e-6)
+    assert equivalent_max_grad_norm(1.0, 512, 14_336, OFFICIAL_WORLD_SIZES["32b"]) == pytest.approx(0.0021798, abs=1e-7)
 
 
 @pytest.mark.parametrize("field", ["sequences_per_step", "max_completion_length", "official_world_size"])

@@ -2,7 +2,8 @@
 
 The official implementation (NVlabs/NFT `dp_actor.py`, token level) sums each sequence's token losses and divides by
 a fixed 1000, sums those over the sequences a rank holds in the mini-batch (no division by micro-batches:
-`use_dynamic_bsz=True`, `bugged_dynamic_scale=0`), and FSDP averages gradients over its data-parallel ranks:
+`use_dynamic_bsz=True`, `bugged_dynamic_scale=0`), and FSDP averages gradients over its data-parallel groups
+(GPUs / Ulysses sequence-parallel size: the ranks of one group share its sequences):
 
     official loss = Σ_sequences Σ_t ℓ_t / (1000 · official_world_size)
 
@@ -14,7 +15,9 @@ compares the norm with a fixed threshold: to clip as the official run did, divid
 from __future__ import annotations
 
 OFFICIAL_SEQUENCE_DIVISOR = 1000.0  # dp_actor.py: torch.sum(pg_losses * response_mask, dim=1) / 1000.0
-OFFICIAL_WORLD_SIZES = {"7b": 32, "32b": 128}  # NVlabs/NFT README: 7B on 4×8 H100s, 32B on 16×8 H100s
+# Data-parallel groups of the official runs. NVlabs/NFT README: 7B on 4×8 H100s, 32B on 16×8 H100s; train_32B.sh:68
+# sp_size=8, and fsdp_workers.py:109,136 split the mini-batch over world_size // sp_size groups: 128 / 8 = 16.
+OFFICIAL_WORLD_SIZES = {"7b": 32, "32b": 16}
 
 
 def official_loss_scale(sequences_per_step: int, max_completion_length: int, official_world_size: int) -> float:
