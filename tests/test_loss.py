@@ -174,3 +174,15 @@ def test_bad_arguments_name_field_and_value(kwargs, message):
     logps, old, mask, correct, rate = random_batch(0)
     with pytest.raises(ValueError, match=message):
         nft_per_token_loss(logps, old, mask, correct, rate, **kwargs)
+
+
+def test_spread_sequence_loss_adds_up_to_each_sequence_once():
+    from trl_nft.loss import spread_sequence_loss
+
+    sequence_loss = torch.tensor([[2.0], [-3.0], [0.5]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float64)
+    spread = spread_sequence_loss(sequence_loss, mask)
+    torch.testing.assert_close(spread.sum(-1, keepdim=True), sequence_loss)
+    assert torch.all(spread[mask == 0] == 0)
+    empty = spread_sequence_loss(sequence_loss[:1], torch.zeros(1, 4, dtype=torch.float64))
+    assert torch.all(empty == 0)  # a completion with no counted token contributes nothing (and no NaN)
