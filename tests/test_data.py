@@ -141,3 +141,21 @@ def test_math_solution_column_and_explicit_columns(tmp_path):
     assert (explicit["problem"], explicit["answer"]) == ("alt", "9")
     with pytest.raises(ValueError, match="not found"):
         load_math_dataset(path, problem_column="missing")
+
+
+def test_chat_format_with_a_tokenizer_without_template_names_source_and_fix(tmp_path):
+    from trl_nft.tiny_models import build_char_tokenizer
+
+    path = tmp_path / "problems.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    expected = r"problems.jsonl: prompt_format='chat'.*no chat template.*prompt_format='plain'"
+    with pytest.raises(ValueError, match=expected):
+        load_math_dataset(path, tokenizer=build_char_tokenizer())
+    assert load_math_dataset(path, prompt_format="plain", tokenizer=build_char_tokenizer())["answer"] == ["2"]
+
+
+def test_missing_column_error_names_the_dataset_and_the_fix(tmp_path):
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"text": "1+1?", "answer": "2"}) + "\n")
+    with pytest.raises(ValueError, match=r"odd.jsonl: no problem column .*\['text', 'answer'\].*problem_column="):
+        load_math_dataset(path)

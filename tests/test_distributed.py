@@ -91,3 +91,15 @@ def test_dynamic_sampling_with_deepspeed_zero3(tmp_path):
                     "--record-batches", "--extra", json.dumps({"dynamic_sampling": True}))
     check_dynamic_sampling_batches(tmp_path, "ds_zero3", 2)
     assert report["partitioned"] and all(report["changed"].values())
+
+
+def test_dynamic_sampling_carry_over_and_adaptive_rounds_two_processes_agree(tmp_path):
+    """Carried groups (π_old computed in equal shares on both ranks), adaptive and official-size rounds: the ranks
+    must still hold whole, informative, equal-sized slices of one batch."""
+    options = {"dynamic_sampling": True, "per_device_train_batch_size": 6, "dynamic_sampling_carry_over": True,
+               "dynamic_sampling_adaptive": True, "dynamic_sampling_first_round_oversample": 3}
+    report = launch(tmp_path, "ds_carry", 2, "--reward", "half_degenerate", "--record-batches", "--max-steps", "4",
+                    "--extra", json.dumps(options))
+    check_dynamic_sampling_batches(tmp_path, "ds_carry", 2)
+    history = [e for e in report["log_history"] if "dynamic_sampling/carried_frac" in e]
+    assert any(e["dynamic_sampling/carried_frac"] > 0 for e in history), history

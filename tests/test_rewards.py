@@ -315,3 +315,38 @@ def test_workers_stop_when_the_interpreter_exits(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    # SIGKILL (an out-of-memory kill, a launcher killing a failed rank) runs no atexit hook and no finaliser: the
+    # workers must notice their closed socket and exit by themselves.
+    pid_file = tmp_path / "pids.txt"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from trl_nft.rewards import MathAccuracyReward
+        reward = MathAccuracyReward(num_workers=2)
+        assert reward(completions=[r"\\boxed{{1}}", r"\\boxed{{2}}"], answer=["1", "3"]) == [1.0, 0.0]
+        open({str(pid_file)!r}, "w").write(" ".join(str(w.process.pid) for w in reward._pool._workers))
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # Output to DEVNULL, not pipes: surviving workers would hold a pipe open and make `run` wait for them.
+    done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=120, env=env)
+    assert done.returncode == -signal.SIGKILL
+    pids = [int(pid) for pid in pid_file.read_text().split()]
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)], "verifier workers outlived their killed parent"

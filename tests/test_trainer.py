@@ -235,3 +235,14 @@ def test_drop_in_replacement_for_grpo_trainer_script(model, prompt_dataset, toke
     nft = grpo_style_script(NFTTrainer, NFTConfig, copy.deepcopy(model), prompt_dataset, tokenizer, tmp_path / "n")
     assert not logged(grpo, "nft/positive_loss")
     assert logged(nft, "nft/positive_loss") and nft.args.loss_type == "dr_grpo"
+
+
+def test_model_card_names_nft_and_its_paper(model, prompt_dataset, tokenizer, tmp_path):
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path)
+    trainer.create_model_card(model_name="tiny-nft", dataset_name="BytedTsinghua-SIA/DAPO-Math-17k")
+    card = (tmp_path / "README.md").read_text()
+    assert "2505.18116" in card and "Bridging Supervised Learning and Reinforcement Learning" in card
+    assert "2402.03300" not in card and "DeepSeekMath" not in card  # GRPO's paper entry is not inherited
+    assert "@article{chen2025bridging" in card
+    front_matter = card.split("---")[1]
+    assert "- nft" in front_matter and "BytedTsinghua-SIA/DAPO-Math-17k" in front_matter

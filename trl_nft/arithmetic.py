@@ -317,6 +317,118 @@ class HeldoutAccuracyCallback(TrainerCallback):
         self._record(state.global_step, model)
 
 
+# ------------------------------------------------------------------------------------- policy diagnostics
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """Unbiased pass@k from `num_samples` attempts of which `num_correct` are right: 1 − C(n − c, k) / C(n, k)."""
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"pass@k needs 1 <= k <= num_samples, got k={k}, num_samples={num_samples}")
+    if not 0 <= num_correct <= num_samples:
+        raise ValueError(f"num_correct={num_correct} must lie in [0, num_samples={num_samples}]")
+    return 1.0 - math.comb(num_samples - num_correct, k) / math.comb(num_samples, k)
+
+
+@torch.no_grad()
+def sample_with_entropy(
+    model, tokenizer: PreTrainedTokenizerFast, prompts: list[str], *, max_new_tokens: int, seed: int = 0,
+    batch_size: int = 512,
+) -> tuple[list[str], list[float], list[int]]:
+    """Temperature-1 answers, each with the summed per-token entropy (nats) of the policy along it and its token
+    count (answer tokens and EOS; nothing after EOS). Forks the global RNG like `generate_answers`."""
+    was_training = model.training
+    model.eval()
+    answers, entropy_sums, token_counts = [], [], []
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            encoded = tokenizer(
+                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                output_logits=True, return_dict_in_generate=True,
+            )
+            new_tokens = output.sequences[:, encoded["input_ids"].size(1) :]
+            log_probs = torch.stack(output.logits, dim=1).float().log_softmax(-1)  # raw logits: temperature 1
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            is_eos = (new_tokens == tokenizer.eos_token_id).long()
+            # a position counts until and including the first EOS; generate pads finished rows afterwards
+            counted = (is_eos.cumsum(-1) - is_eos) == 0
+            entropy_sums.extend((entropy * counted).sum(-1).tolist())
+            token_counts.extend(counted.sum(-1).tolist())
+            answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    model.train(was_training)
+    return answers, entropy_sums, token_counts
+
+
+@dataclass
+class PolicyDiagnostics:
+    """What late training can hide behind accuracy: on a fixed held-out set with `samples_per_prompt` temperature-1
+    samples each, pass@1 and pass@k, sampled accuracy on the problems the teacher's bug affects (at least one carry)
+    and on the others, and the policy's mean per-token entropy on its own samples (nats)."""
+
+    tokenizer: PreTrainedTokenizerFast
+    task: AdditionTask
+    num_problems: int = 128
+    samples_per_prompt: int = 8
+    k: int = 8
+    seed: int = 12345
+    prompts: list[str] = field(init=False)
+    targets: list[str] = field(init=False)
+    affected: list[bool] = field(init=False)
+
+    def __post_init__(self):
+        if not 1 <= self.k <= self.samples_per_prompt:
+            raise ValueError(
+                f"PolicyDiagnostics.k={self.k} must lie in [1, samples_per_prompt={self.samples_per_prompt}]"
+            )
+        pairs = self.task.sample_problems(self.num_problems, heldout=True, seed=self.seed)
+        self.prompts = [self.task.prompt(a, b) for a, b in pairs]
+        self.targets = [correct_answer(a, b) for a, b in pairs]
+        self.affected = [count_carries(a, b) > 0 for a, b in pairs]
+
+    def __call__(self, model) -> dict[str, float]:
+        n = self.samples_per_prompt
+        answers, entropy_sums, token_counts = sample_with_entropy(
+            model, self.tokenizer, [p for p in self.prompts for _ in range(n)],
+            max_new_tokens=self.task.max_answer_length + 1, seed=self.seed,
+        )
+        scores = exact_match_reward(answers, [t for t in self.targets for _ in range(n)])
+        correct = [int(sum(scores[i * n : (i + 1) * n])) for i in range(len(self.prompts))]
+
+        def mean_rate(selected: list[int]) -> float:
+            return sum(correct[i] for i in selected) / (n * len(selected)) if selected else float("nan")
+
+        return {
+            "pass@1": sum(correct) / (n * len(correct)),
+            f"pass@{self.k}": sum(pass_at_k(n, c, self.k) for c in correct) / len(correct),
+            "sampled_affected": mean_rate([i for i, hit in enumerate(self.affected) if hit]),
+            "sampled_unaffected": mean_rate([i for i, hit in enumerate(self.affected) if not hit]),
+            "entropy": sum(entropy_sums) / max(1, sum(token_counts)),
+        }
+
+
+class UpdateNormCallback(TrainerCallback):
+    """The L2 norm of the parameter change made by each optimizer step, ‖θ_after − θ_before‖, in `norms`. Losses
+    with the same learning rate can take steps of different size (Adam rescales the gradient's magnitude, not its
+    noise), so this is the step size to compare methods at."""
+
+    def __init__(self):
+        self.norms: list[float] = []
+        self._before = None
+
+    @staticmethod
+    def _flat(model) -> torch.Tensor:
+        return torch.cat([parameter.detach().reshape(-1).float() for parameter in model.parameters()])
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self._before = self._flat(model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.norms.append((self._flat(model) - self._before).norm().item())
+
+
 def rl_trainer_options(
     task: AdditionTask,
     *,

@@ -85,7 +85,8 @@ class NFTConfig(GRPOConfig):
         metadata={
             "help": "Fill every generation batch with informative groups (0 < r < 1), as the official NFT runs did "
             "(DAPO's dynamic sampling): degenerate groups are dropped and more prompts are generated until the batch "
-            "holds as many groups as usual; surplus informative groups are dropped. Off by default (TRL behaviour)."
+            "holds as many groups as usual; surplus informative groups are dropped (see dynamic_sampling_carry_over). "
+            "Prompts are drawn like a dataloader: none twice in an epoch. Off by default (TRL behaviour)."
         },
     )
     max_generation_rounds: int = field(
@@ -102,11 +103,66 @@ class NFTConfig(GRPOConfig):
             "generation batch's prompts. Paper: 3."
         },
     )
+    dynamic_sampling_first_round_oversample: int = field(
+        default=1,
+        metadata={
+            "help": "With dynamic_sampling: the first round generates this many times the generation batch's prompts "
+            "(times the groups still missing when carried-over groups fill part of the batch). 1 = TRL's normal "
+            "generation batch. The official runs use 3: gen_batch_size 1536 = 3 x train_batch_size 512 (NVlabs/NFT "
+            "train_7B.sh lines 26-27), so that most batches fill without a refill round."
+        },
+    )
+    dynamic_sampling_adaptive: bool = field(
+        default=False,
+        metadata={
+            "help": "With dynamic_sampling: size every round from a running estimate p of the informative fraction: "
+            "margin x missing groups / p prompts, at most the fixed rule's largest round, so a batch fills in about "
+            "one round with little surplus. Before the first estimate the fixed factors apply. Off = the paper."
+        },
+    )
+    dynamic_sampling_adaptive_margin: float = field(
+        default=1.2,
+        metadata={
+            "help": "With dynamic_sampling_adaptive: safety factor (>= 1) on the prompts a round needs in "
+            "expectation; higher means fewer extra rounds and more surplus. Not in the paper."
+        },
+    )
+    dynamic_sampling_carry_over: bool = field(
+        default=False,
+        metadata={
+            "help": "With dynamic_sampling: keep surplus informative groups, with the log-probabilities of the policy "
+            "that generated them (their pi_old), and train them in a following generation batch before generating "
+            "anew, instead of dropping them. Off = the paper (surplus dropped)."
+        },
+    )
+    dynamic_sampling_max_carry_age: int | None = field(
+        default=None,
+        metadata={
+            "help": "With dynamic_sampling_carry_over: a carried group older than this many optimizer steps "
+            "(counted from its generation to the start of the generation batch that would train it) is dropped. "
+            "None = one generation batch, i.e. steps_per_generation x num_iterations / gradient_accumulation_steps "
+            "optimizer steps (at least 1): a group is trained by the next generation batch or not at all."
+        },
+    )
 
     def __post_init__(self):
-        super().__post_init__()
+        # NFT's own fields first: GRPOConfig / TrainingArguments checks (e.g. bf16 on a CPU machine) would otherwise
+        # report an unrelated problem and hide a mistyped NFT option.
         self._validate_nft_options()
-        self._warn_ignored_grpo_options()
+        self._default_bf16_to_what_the_machine_supports()
+        super().__post_init__()
+        self._warn_ignored_grpo_options()  # after GRPOConfig has normalised scale_rewards (True -> "group")
+
+    def _default_bf16_to_what_the_machine_supports(self):
+        """Unset `bf16` means GRPOConfig's bf16 = True, which TrainingArguments rejects on a machine without a bf16
+        GPU unless use_cpu=True. There (and only there) fall back to float32, so a config written for GPUs also
+        builds on a laptop; an explicit bf16=True keeps transformers' error."""
+        if self.bf16 is not None or self.fp16 or self.use_cpu:
+            return
+        from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+        if not (is_torch_bf16_gpu_available() or is_torch_xla_available()):
+            self.bf16 = False
 
     def _validate_nft_options(self):
         if self.prompt_weighting not in PROMPT_WEIGHTINGS:
@@ -135,6 +191,16 @@ class NFTConfig(GRPOConfig):
             raise ValueError(f"max_generation_rounds={self.max_generation_rounds!r} must be >= 1")
         if self.dynamic_sampling_oversample < 1:
             raise ValueError(f"dynamic_sampling_oversample={self.dynamic_sampling_oversample!r} must be >= 1")
+        if self.dynamic_sampling_first_round_oversample < 1:
+            raise ValueError(
+                f"dynamic_sampling_first_round_oversample={self.dynamic_sampling_first_round_oversample!r} must be >= 1"
+            )
+        if not self.dynamic_sampling_adaptive_margin >= 1.0:
+            raise ValueError(
+                f"dynamic_sampling_adaptive_margin={self.dynamic_sampling_adaptive_margin!r} must be >= 1"
+            )
+        if self.dynamic_sampling_max_carry_age is not None and self.dynamic_sampling_max_carry_age < 0:
+            raise ValueError(f"dynamic_sampling_max_carry_age={self.dynamic_sampling_max_carry_age!r} must be >= 0")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(
                 f"importance_sampling_level={self.importance_sampling_level!r} must be 'token' or 'sequence'"

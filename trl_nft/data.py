@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ HUB_ALIASES = {
     "dapo": (DAPO_HUB_NAME, None),
     "gsm8k": ("openai/gsm8k", "main"),
 }
+NO_PROBLEM = "without a usable problem (missing or empty)"
+NO_ANSWER = "without a usable answer (missing, empty, NaN, boolean or an unsupported type)"
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 PROBLEM_COLUMNS = ("problem", "question", "prompt", "query", "input")
 ANSWER_COLUMNS = ("answer", "final_answer", "ground_truth", "solution", "target", "gt")
@@ -113,18 +116,34 @@ def _answer_from_row(value: Any) -> str | None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # csv/parquet may type "18" as 18.0
-    return extract_gold_answer(value)
+    return extract_gold_answer(value)  # numbers and lists are written out; booleans and other types give None
 
 
-def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], kind: str) -> str:
+def _pick_column(
+    columns: list[str], wanted: str | None, candidates: tuple[str, ...], kind: str, source_name: str = "dataset"
+) -> str:
     if wanted is not None:
         if wanted not in columns:
-            raise ValueError(f"{kind} column {wanted!r} not found; columns are {columns}")
+            raise ValueError(f"{source_name}: {kind} column {wanted!r} not found; its columns are {columns}")
         return wanted
     for name in candidates:
         if name in columns:
             return name
-    raise ValueError(f"no {kind} column found (looked for {list(candidates)}); columns are {columns}")
+    raise ValueError(
+        f"{source_name}: no {kind} column (looked for {list(candidates)}); its columns are {columns}. Name the "
+        f"column holding the {kind} with {kind}_column='...'"
+    )
+
+
+def check_chat_template(tokenizer, prompt_format: str, source_name: str = "dataset") -> None:
+    """Chat prompts are rendered with the tokenizer's chat template: fail now, with the fix, if it has none."""
+    if prompt_format == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ValueError(
+            f"{source_name}: prompt_format='chat' builds conversational prompts, but the tokenizer {name!r} has no "
+            "chat template to render them. Use prompt_format='plain' (--prompt_format plain), or set "
+            "tokenizer.chat_template."
+        )
 
 
 def _is_dapo_schema(columns: list[str]) -> bool:
@@ -179,14 +198,19 @@ def to_math_prompts(
         raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
     columns = list(dataset.column_names)
     is_dapo = _is_dapo_schema(columns) and problem_column is None and answer_column is None
-    problem_key = "prompt" if is_dapo else _pick_column(columns, problem_column, PROBLEM_COLUMNS, "problem")
-    answer_key = "reward_model" if is_dapo else _pick_column(columns, answer_column, ANSWER_COLUMNS, "answer")
+    if is_dapo:
+        problem_key, answer_key = "prompt", "reward_model"
+    else:
+        problem_key = _pick_column(columns, problem_column, PROBLEM_COLUMNS, "problem", source_name)
+        answer_key = _pick_column(columns, answer_column, ANSWER_COLUMNS, "answer", source_name)
     total = len(dataset)
+    drop_reasons = Counter()
 
     def convert(batch: dict) -> dict:
         problems = [_problem_from_row(value) for value in batch[problem_key]]
         answers = [_answer_from_row(value) for value in batch[answer_key]]
         keep = [p is not None and a is not None for p, a in zip(problems, answers)]
+        drop_reasons.update(NO_PROBLEM if p is None else NO_ANSWER for p, k in zip(problems, keep) if not k)
         problems = [p for p, k in zip(problems, keep) if k]
         answers = [a for a, k in zip(answers, keep) if k]
         prompts = [build_prompt(p, prompt_format, system_prompt) for p in problems]
@@ -200,7 +224,8 @@ def to_math_prompts(
     )
     dropped = total - len(converted)
     if dropped:
-        logger.warning("%s: dropped %d of %d rows without a usable problem or answer", source_name, dropped, total)
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(drop_reasons.items()))
+        logger.warning("%s: dropped %d of %d rows (%s)", source_name, dropped, total, reasons)
     if len(converted) == 0:
         raise ValueError(
             f"{source_name}: no usable rows (need a problem and a gold answer) among {total}; "
@@ -225,6 +250,50 @@ def to_math_prompts(
     return converted
 
 
+def prompt_token_counts(prompts: list, tokenizer) -> list[int]:
+    """Tokens of each prompt as TRL 1.16's `GRPOTrainer` tokenizes it for generation.
+
+    A conversational prompt is rendered with the tokenizer's chat template and the generation prompt
+    (`apply_chat_template(..., add_generation_prompt=True)`); a plain one is tokenized as is (`tokenizer(text)`).
+    """
+    prompts = list(prompts)  # a `datasets` column is not a list; the tokenizer wants one
+    if not prompts:
+        return []
+    if isinstance(prompts[0], list):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat prompts need a tokenizer with a chat_template to be counted")
+        rendered = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return [len(ids) for ids in rendered["input_ids"]]
+    return [len(ids) for ids in tokenizer(text=prompts)["input_ids"]]
+
+
+def drop_long_prompts(dataset, tokenizer, max_prompt_tokens: int, source_name: str = "dataset"):
+    """Keep the rows whose ``prompt`` is at most ``max_prompt_tokens`` tokens (see `prompt_token_counts`).
+
+    As the official NFT run does (NVlabs/NFT `train_7B.sh:46,76`: a 512-token budget, `filter_overlong_prompts`):
+    drop, not truncate — a truncated math problem is a different problem. The number dropped is logged;
+    ValueError if none remain.
+    """
+    if isinstance(max_prompt_tokens, bool) or not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be a positive integer, got {max_prompt_tokens!r}")
+    if tokenizer is None:
+        raise ValueError("max_prompt_tokens needs the model's tokenizer (tokenizer=...) to count prompt tokens")
+
+    def short_enough(batch: dict) -> list[bool]:
+        return [count <= max_prompt_tokens for count in prompt_token_counts(batch["prompt"], tokenizer)]
+
+    total = len(dataset)
+    kept = dataset.filter(short_enough, batched=True, load_from_cache_file=False,
+                          desc=f"Dropping {source_name} prompts over {max_prompt_tokens} tokens")
+    dropped = total - len(kept)
+    if dropped:
+        logger.warning("%s: dropped %d of %d prompts longer than max_prompt_tokens=%d tokens",
+                       source_name, dropped, total, max_prompt_tokens)
+    if len(kept) == 0:
+        raise ValueError(f"{source_name}: all {total} prompts are longer than max_prompt_tokens={max_prompt_tokens}")
+    return kept
+
+
 def load_math_dataset(
     source: str | Path,
     split: str = "train",
@@ -234,19 +303,25 @@ def load_math_dataset(
     answer_column: str | None = None,
     deduplicate: bool | None = None,
     system_prompt: str | None = None,
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
 ):
     """Load a math dataset as ``prompt``/``answer``/``problem`` columns in the NFT paper's prompt format.
 
     ``source``: a local json/jsonl/parquet/csv file, a directory holding ``{split}.jsonl`` (etc.), a hub dataset
     name, or the aliases ``"dapo-math-17k"``/``"gsm8k"``. ``split`` is ignored for a single local file.
     ``prompt_format``: ``"chat"`` (conversational, the default) or ``"plain"`` text. ``limit`` keeps the first
-    N usable rows. See `to_math_prompts` for the other arguments.
+    N usable rows. ``max_prompt_tokens`` drops prompts longer than that many tokens of ``tokenizer`` (the model's;
+    chat prompts are counted with its chat template, as TRL renders them), before ``limit`` applies. Given a
+    ``tokenizer`` without a chat template, ``prompt_format="chat"`` is refused at once (use ``"plain"``). See
+    `to_math_prompts` for the other arguments.
 
     Example::
 
         train = load_math_dataset("dapo-math-17k")                       # needs internet
         test = load_math_dataset("../shared/data/gsm8k", split="test", prompt_format="plain", limit=100)
     """
+    check_chat_template(tokenizer, prompt_format, source_name=str(source))
     raw = load_raw_dataset(source, split)
     dataset = to_math_prompts(
         raw,
@@ -257,6 +332,8 @@ def load_math_dataset(
         system_prompt=system_prompt,
         source_name=str(source),
     )
+    if max_prompt_tokens is not None:
+        dataset = drop_long_prompts(dataset, tokenizer, max_prompt_tokens, source_name=str(source))
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset

@@ -1,8 +1,8 @@
-"""Dynamic sampling (DAPO-style, as in the official NFT runs): fill each generation batch with informative groups.
+"""Dynamic sampling's row plumbing (DAPO-style, as in the official NFT runs), free of trainer state.
 
 A group is informative when its correct rate r̂ is strictly between 0 and 1; others give NFT zero gradient. The
-trainer generates rounds of completions, keeps informative groups in data order until it has as many groups as one
-normal generation batch, and drops the surplus. These helpers are the data plumbing, free of trainer state:
+trainer (`trl_nft.dynamic_sampling_trainer`) generates rounds of completions and keeps informative groups until it
+has as many groups as one normal generation batch. These helpers move rows:
 
 * rows of a round are gathered from every process (a group may straddle two ranks), so that every rank sees the
   same global batch and makes the same selection;
@@ -91,18 +91,6 @@ def group_rows(group_indices: list[int], group_size: int) -> torch.Tensor:
         return torch.zeros(0, dtype=torch.long)
     groups = torch.tensor(group_indices, dtype=torch.long)
     return (groups[:, None] * group_size + torch.arange(group_size)[None, :]).flatten()
-
-
-def draw_prompt_indices(dataset_size: int, count: int, seed: int, step: int, round_index: int) -> list[int]:
-    """Dataset indices for a refill round: a permutation seeded by (seed, step, round), identical on every process.
-
-    Seeding by the optimizer step rather than by a running cursor makes a resumed run draw the same prompts.
-    """
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + round_index)
-    indices = []
-    while len(indices) < count:
-        indices.extend(torch.randperm(dataset_size, generator=generator).tolist())
-    return indices[:count]
 
 
 def local_slice(total_rows: int, process_index: int, num_processes: int) -> slice:

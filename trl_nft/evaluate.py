@@ -247,11 +247,11 @@ def markdown_table(results: dict, model_name: str = "model") -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m trl_nft.evaluate`` argument parser."""
+def build_parser(prog: str = "python -m trl_nft.evaluate") -> argparse.ArgumentParser:
+    """The ``python -m trl_nft.evaluate`` (= ``trl-nft eval``) argument parser."""
     defaults = SamplingSettings()
     parser = argparse.ArgumentParser(
-        prog="python -m trl_nft.evaluate",
+        prog=prog,
         description=(
             "avg@k accuracy on the NFT paper's math benchmarks (avg@32 for aime24/aime25/amc23, avg@1 otherwise). "
             "Sampling follows the authors' evaluation per model size (--paper-settings): 7b = temperature 0.6, "
@@ -289,9 +289,9 @@ def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, prog: str = "python -m trl_nft.evaluate") -> dict:
     """Run the command line; returns the results dict that is also printed and saved."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = sampling_settings(args)
     backend = args.backend

@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from decimal import Decimal
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -130,14 +131,40 @@ def extract_final_answer(text: str, answer_format: str = "boxed") -> str | None:
     return gsm8k_final_answer(text)
 
 
+def gold_value_text(gold: Any) -> str | None:
+    """Text of a gold value from a dataset cell; None when it holds no usable answer.
+
+    Numbers are written the way a solution would write them (``1e-05`` → ``0.00001``, ``18.0`` → ``18``: `str`
+    would give exponents no completion matches); a one-element list is its element, a longer one a comma-separated
+    list (read by math-verify as a set of answers). Booleans, NaN/inf, empty lists and other types give None.
+    """
+    if gold is None or isinstance(gold, bool):
+        return None
+    if isinstance(gold, str):
+        return gold
+    if isinstance(gold, int):
+        return str(gold)
+    if isinstance(gold, float):
+        if not math.isfinite(gold):
+            return None
+        return str(int(gold)) if gold.is_integer() else format(Decimal(repr(gold)), "f")
+    if isinstance(gold, (list, tuple)):
+        parts = [gold_value_text(item) for item in gold]
+        if not parts or any(part is None for part in parts):
+            return None
+        return ", ".join(parts)
+    return None
+
+
 def extract_gold_answer(gold: Any, answer_format: str = "boxed") -> str | None:
     r"""The gold answer from a dataset value: a bare answer, or a full solution ending in ``\boxed{}``/``#### N``.
 
     ``A: N`` lines are only read with the ``"gsm8k"``/``"auto"`` formats. Returns None for a missing/empty gold.
     """
-    if gold is None or (isinstance(gold, float) and math.isnan(gold)):
+    text = gold_value_text(gold)
+    if text is None:
         return None
-    text = strip_invisible_chars(str(gold)).strip()
+    text = strip_invisible_chars(text).strip()
     if "\\boxed" in text or "\\fbox" in text:
         boxed = last_boxed_content(text)
         if boxed:

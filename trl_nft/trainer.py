@@ -7,19 +7,27 @@ The subclass hooks three places:
 * `_generate_and_score_completions` – turns it into per-completion correctness and per-group correct rate
   (`correct`, `correct_rate`) for this process's slice of the batch;
 * `_compute_loss` – NFT's per-token loss (`trl_nft.loss`), then TRL's KL, masks and aggregation conventions.
+
+Checkpoints also carry TRL's generation buffer and micro-step counter, and the dynamic-sampling state
+(`_save_checkpoint` / `_load_optimizer_and_scheduler`, `trl_nft.generation_state`), so a run resumed in the middle
+of a generation batch trains on the rest of that batch, as the uninterrupted run does.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import textwrap
 import warnings
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
+from trl_nft import completion_logs, generation_state
 from trl_nft.config import NFTConfig
+from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling_trainer import DynamicSamplingMixin
 from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
@@ -30,7 +38,8 @@ logger = logging.getLogger(__name__)
 NFT_CITATION = textwrap.dedent("""\
     @article{chen2025bridging,
         title        = {{Bridging Supervised Learning and Reinforcement Learning in Math Reasoning}},
-        author       = {Huayu Chen and Kaiwen Zheng and Qinsheng Zhang and Ganqu Cui and Yin Cui and Haotian Ye and Tsung-Yi Lin and Ming-Yu Liu and Jun Zhu and Haoxiang Wang},
+        author       = {Huayu Chen and Kaiwen Zheng and Qinsheng Zhang and Ganqu Cui and Yin Cui and Haotian Ye and
+                        Tsung-Yi Lin and Ming-Yu Liu and Jun Zhu and Haoxiang Wang},
         year         = 2025,
         journal      = {arXiv preprint arXiv:2505.18116},
     }""")
@@ -48,6 +57,10 @@ HOOKED_TRL_METHODS = {
     "get_high_entropy_mask": ("self", "entropies", "mask", "threshold"),
     "get_off_policy_mask": ("advantages", "per_token_logps", "sampling_per_token_logps", "mask", "off_policy_threshold"),
     "_prepare_inputs": ("self", "generation_batch"),
+    # checkpointing TRL's generation buffer (`trl_nft.generation_state`)
+    "_save_checkpoint": ("self", "model", "trial"),
+    "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+    "_get_output_dir": ("self", "trial"),
 }
 
 
@@ -88,6 +101,7 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
                 "build it as NFTConfig(**your_grpo_config.to_dict()) or with the same keyword arguments."
             )
         super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        check_trainer_datasets(self)  # missing columns / chat template: a clear error now, not a KeyError later
         if args.dynamic_sampling and not hasattr(self.train_dataset, "__getitem__"):
             raise ValueError(
                 "dynamic_sampling=True draws refill prompts by index, so train_dataset must be a map-style Dataset, "
@@ -130,6 +144,7 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
             reward_func_names=self.reward_func_names,
             reward_threshold=self.args.reward_threshold,
         )
+        completion_logs.record_labels(self._logs, labels, self._gathered_rewards_per_func, group_size)
         self._gathered_rewards_per_func = None
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
         output["correct"] = labels.correct[local]
@@ -139,6 +154,41 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
         metrics["nft/correct_rate_mean"].append(labels.group_correct_rate.nanmean().nan_to_num(0.0).item())
         metrics["nft/degenerate_group_frac"].append(labels.degenerate_groups.float().mean().item())
         return output, labels
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial):
+        # Written before TRL's files, so every checkpoint folder with a trainer state also has this state.
+        if not self.args.save_only_model:  # a model-only checkpoint cannot be resumed anyway
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder = os.path.join(self._get_output_dir(trial=trial), name)
+            mid_batch = self._step % (self.args.steps_per_generation * self.num_iterations) != 0
+            generation_state.save_generation_state(
+                folder,
+                rank=self.accelerator.process_index,
+                world_size=self.accelerator.num_processes,
+                step=self._step,
+                buffered_inputs=self._buffered_inputs if mid_batch else None,  # at a boundary it is regenerated
+                dynamic_sampling_state=self._dynamic_sampling_state,
+            )
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)  # TRL restores its entropy controller here too
+        if checkpoint is None:
+            return
+        saved = generation_state.load_generation_state(
+            checkpoint, self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device
+        )
+        if saved is None:
+            logger.warning(
+                "%s has no NFT generation state (written by another trainer or an older trl_nft): a checkpoint taken "
+                "inside a generation batch resumes with a newly generated batch, not the rest of the buffered one.",
+                checkpoint,
+            )
+            return
+        self._step = saved["step"]
+        self._buffered_inputs = saved["buffered_inputs"]
+        self._dynamic_sampling_state = saved["dynamic_sampling_state"]
 
     # ------------------------------------------------------------------------------------------------- loss
     def _compute_loss(self, model, inputs):

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -46,6 +47,18 @@ def recording(trainer_cls):
     return Recording
 
 
+def killer(step: int):
+    """A callback that SIGKILLs this process at the end of optimizer step `step` (before that step's log/save)."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return Kill()
+
+
 def full_parameters(model):
     """Parameters as full CPU tensors, gathering ZeRO-3 partitions when present."""
     params = dict(model.named_parameters())
@@ -70,6 +83,8 @@ def main():
     parser.add_argument("--record-batches", action="store_true", help="each rank writes the rows it trained on")
     parser.add_argument("--trainer", choices=["nft", "grpo"], default="nft")
     parser.add_argument("--extra", default="{}", help="JSON dict of further NFTConfig overrides")
+    parser.add_argument("--kill-at-step", type=int, default=None, help="SIGKILL every rank at the end of this step")
+    parser.add_argument("--final-weights", default=None, help="rank 0 saves the trained (gathered) weights here")
     cli = parser.parse_args()
 
     tokenizer = build_char_tokenizer()
@@ -107,13 +122,16 @@ def main():
     if cli.record_batches:
         trainer_cls = recording(trainer_cls)
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer,
+                         callbacks=None if cli.kill_at_step is None else [killer(cli.kill_at_step)])
     before = full_parameters(trainer.model)
     trainer.train(resume_from_checkpoint=cli.resume_from)
     after = full_parameters(trainer.model)
     if cli.record_batches:
         with open(f"{cli.report}.rank{trainer.accelerator.process_index}", "w") as handle:
             json.dump(trainer.recorded, handle)
+    if cli.final_weights and trainer.accelerator.is_main_process:
+        torch.save(after, cli.final_weights)
     if trainer.accelerator.is_main_process:
         report = {
             "world_size": trainer.accelerator.num_processes,

@@ -1,0 +1,116 @@
+"""`trl-nft` as a user meets it: the installed command, `--help`, recipes by name, errors for bad options."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trl_nft import NFTConfig, cli, math_script
+from trl_nft.math_script import ScriptArguments
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("trl-nft")
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess:
+    assert CONSOLE_SCRIPT.exists(), f"{CONSOLE_SCRIPT} is missing: `pip install -e .` installs the console script"
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def nft_own_fields():
+    own = NFTConfig.__dict__["__annotations__"]
+    return [spec for spec in dataclasses.fields(NFTConfig) if spec.name in own]
+
+
+def test_installed_command_lists_script_and_nft_options_first_with_their_help():
+    result = run_command("train", "--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    lines = text.splitlines()
+    assert lines[0].startswith("usage: trl-nft train")
+    assert len(lines) < 400  # not TRL's ~1,400-line parser dump
+    flat = " ".join(text.split())
+    for spec in list(dataclasses.fields(ScriptArguments)) + nft_own_fields():
+        assert f"--{spec.name} " in text, spec.name
+        first_words = " ".join(spec.metadata["help"].split()[:6])
+        assert first_words in flat, f"help text of --{spec.name} is missing"
+    # Script and NFT options come before the TRL ones, and the way to see all of them is named.
+    assert text.index("--neg_weight") < text.index("--learning_rate")
+    assert "--help-all" in lines[-1] or "--help-all" in lines[-2]
+
+
+def test_help_all_lists_every_trl_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_train_args(["--help-all"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--gradient_checkpointing", "--vllm_gpu_memory_utilization", "--lora_alpha", "--neg_weight",
+                   "--max_prompt_length"):
+        assert option in text
+
+
+def test_missing_model_is_named_plainly(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_train_args(["--max_steps", "1", "--use_cpu", "true"])
+    assert exit_info.value.code == 2
+    assert "--model_name_or_path is required" in capsys.readouterr().err
+
+
+def test_recipes_are_listed_and_resolved_by_name():
+    listing = run_command("recipes").stdout
+    packaged = sorted(path.stem for path in (Path(cli.__file__).parent / "recipes").glob("*.yaml"))
+    assert len(packaged) >= 3 and all(name in listing for name in packaged)
+    script_args, config, model_args = cli.parse_train_args(
+        ["--recipe", "qwen2.5-math-7b", "--bf16", "false", "--use_vllm", "false", "--use_cpu", "true"]
+    )
+    assert model_args.model_name_or_path == "Qwen/Qwen2.5-Math-7B"
+    assert config.num_generations == 16 and config.dynamic_sampling
+    assert script_args.dataset_name == "dapo-math-17k"
+
+
+def test_command_line_overrides_the_recipe():
+    _, config, model_args = cli.parse_train_args(
+        ["--recipe", "qwen2.5-math-7b", "--bf16", "false", "--use_vllm", "false", "--use_cpu", "true",
+         "--model_name_or_path", "/models/mine", "--neg_weight", "0.5"]
+    )
+    assert model_args.model_name_or_path == "/models/mine" and config.neg_weight == 0.5
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--recipe", "qwen9-math"], "unknown recipe 'qwen9-math'"),
+        (["--recipe", "qwen2.5-math-7b", "--config", "x.yaml"], "either --recipe or --config"),
+    ],
+)
+def test_recipe_errors(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.parse_train_args(argv)
+
+
+def test_unknown_option_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_train_args(["--model_name_or_path", "m", "--neg_wieght", "0.5"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --neg_wieght 0.5" in capsys.readouterr().err
+
+
+def test_example_script_shares_the_command_code(capsys):
+    from tests.test_benchmarks import load_script
+
+    example = load_script("examples/nft_math.py")
+    assert example.build_trainer is math_script.build_trainer  # one copy of the script logic
+    with pytest.raises(SystemExit):
+        example.main(["--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: nft_math.py") and "--reward_funcs" in text and "--neg_weight" in text
+
+
+def test_module_entry_for_accelerate_launch():
+    # `accelerate launch -m trl_nft.cli train ...` runs this module as __main__.
+    result = subprocess.run([sys.executable, "-m", "trl_nft.cli", "recipes"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "qwen2.5-math-7b" in result.stdout

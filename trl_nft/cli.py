@@ -1,0 +1,240 @@
+"""The `trl-nft` command: `train` (the paper's math recipe), `eval` (the six benchmarks), `recipes` (packaged recipes).
+
+    trl-nft train --recipe qwen2.5-math-7b [--any_option value ...]
+    trl-nft train --config my_recipe.yaml --model_name_or_path /models/qwen
+    accelerate launch --config_file zero3.yaml -m trl_nft.cli train --recipe qwen2.5-math-7b
+    trl-nft eval --model outputs/qwen2.5-math-7b-nft --data-dir data/math_eval
+    trl-nft recipes [NAME]
+
+`train` accepts every option of the script, `NFTConfig` (so `GRPOConfig` and `TrainingArguments`) and TRL's
+`ModelConfig`, from a YAML file and/or the command line (which wins), exactly like `trl grpo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import textwrap
+from importlib import resources
+from pathlib import Path
+
+PROG = "trl-nft"
+TRAIN_USAGE = "{prog} [--recipe NAME | --config FILE] [--option value ...]   (--help: main options, --help-all: all)"
+
+# TRL / transformers options a first run usually touches, shown by `train --help` after the NFT ones.
+COMMON_TRL_OPTIONS = (
+    "model_name_or_path", "dtype", "output_dir", "learning_rate", "num_generations", "max_completion_length",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "max_steps",
+    "reward_weights", "use_vllm", "vllm_mode", "use_peft", "lora_r", "load_in_4bit", "load_in_8bit",
+    "log_completions", "report_to", "save_steps", "resume_from_checkpoint", "push_to_hub", "hub_model_id",
+    "use_cpu", "bf16",
+)
+
+
+# --------------------------------------------------------------------------------------------------- recipes
+def recipe_files() -> dict[str, Path]:
+    """Packaged paper recipes, name -> file (installed as package data under trl_nft/recipes)."""
+    folder = resources.files("trl_nft") / "recipes"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".yaml")}
+
+
+def recipe_summary(path: Path) -> str:
+    """A recipe's first comment line: what it trains on which hardware."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def resolve_recipe(name: str) -> Path:
+    """A packaged recipe by name (with or without .yaml), or an existing YAML path."""
+    if Path(name).is_file():
+        return Path(name)
+    recipes = recipe_files()
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    if stem not in recipes:
+        raise SystemExit(f"{PROG}: error: unknown recipe {name!r}; packaged recipes: {', '.join(recipes)} "
+                         f"(or give a YAML file with --config)")
+    return recipes[stem]
+
+
+def recipe_to_config_argument(argv: list[str]) -> list[str]:
+    """Replace `--recipe NAME` by TRL's `--config PATH` (the packaged file)."""
+    out, recipe_given, args = [], False, iter(argv)
+    for arg in args:
+        if arg == "--recipe":
+            name = next(args, None)
+            if name is None:
+                raise SystemExit(f"{PROG}: error: --recipe needs a name ({', '.join(recipe_files())})")
+        elif arg.startswith("--recipe="):
+            name = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+            continue
+        out += ["--config", str(resolve_recipe(name))]
+        recipe_given = True
+    if recipe_given and sum(arg == "--config" for arg in out) > 1:
+        raise SystemExit(f"{PROG}: error: give either --recipe or --config, not both")
+    return out
+
+
+def recipes_command(argv: list[str]) -> int:
+    recipes = recipe_files()
+    if argv and argv[0] not in ("-h", "--help"):
+        print(resolve_recipe(argv[0]).read_text(encoding="utf-8"), end="")
+        return 0
+    print(f"Packaged NFT recipes (train: {PROG} train --recipe NAME; to copy and edit one: {PROG} recipes NAME)\n")
+    width = max(map(len, recipes))
+    for name, path in recipes.items():
+        print(f"  {name:<{width}}  {recipe_summary(path)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ help
+def _type_name(annotation) -> str:
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+def _default(spec: dataclasses.Field):
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None
+
+
+def describe_fields(specs, indent: str = "  ") -> str:
+    """Help lines for dataclass fields: `--name TYPE (default: X)` then the wrapped help text."""
+    lines = []
+    for spec in specs:
+        lines.append(f"{indent}--{spec.name} {_type_name(spec.type)}  (default: {_default(spec)!r})")
+        text = " ".join(str(spec.metadata.get("help", "")).split())
+        lines += textwrap.wrap(text, width=110, initial_indent=indent * 3, subsequent_indent=indent * 3)
+    return "\n".join(lines)
+
+
+def train_help(prog: str) -> str:
+    """`train --help`: launcher, script and NFT options first, then the TRL options most runs touch."""
+    from trl import ModelConfig
+
+    from trl_nft.config import NFTConfig
+    from trl_nft.math_script import ScriptArguments
+
+    nft_own = NFTConfig.__dict__.get("__annotations__", {})
+    nft_fields = [spec for spec in dataclasses.fields(NFTConfig) if spec.name in nft_own]
+    by_name = {spec.name: spec for cls in (NFTConfig, ModelConfig) for spec in dataclasses.fields(cls)}
+    common = [by_name[name] for name in COMMON_TRL_OPTIONS if name in by_name and name not in nft_own]
+    total = len(by_name) + len(dataclasses.fields(ScriptArguments))
+    shown = len(nft_fields) + len(common) + len(dataclasses.fields(ScriptArguments))
+    recipes = ", ".join(recipe_files())
+    return "\n".join([
+        "usage: " + TRAIN_USAGE.format(prog=prog),
+        "",
+        "Train a model with Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) on math prompts. Options come from a",
+        "YAML file (--recipe / --config) and the command line, which wins. --model_name_or_path is required.",
+        "",
+        "Launcher options:",
+        f"  --recipe NAME  (a packaged paper recipe: {recipes}; see `{PROG} recipes`)",
+        "  --config FILE  (a YAML file with any of the options below, by name)",
+        "  --help-all     (every option of GRPOConfig, TrainingArguments and ModelConfig with its help text)",
+        "",
+        "Script options:",
+        describe_fields(dataclasses.fields(ScriptArguments)),
+        "",
+        "NFT options (NFTConfig, on top of GRPOConfig):",
+        describe_fields(nft_fields),
+        "",
+        "Frequently used TRL options (GRPOConfig / TrainingArguments / ModelConfig):",
+        describe_fields(common),
+        "",
+        f"{total - shown} more options of TRL's GRPOConfig, transformers' TrainingArguments and TRL's ModelConfig",
+        f"are accepted; `{prog} --help-all` lists them all.",
+    ])
+
+
+# ----------------------------------------------------------------------------------------------------- train
+def build_parser(prog: str):
+    from trl import ModelConfig, TrlParser
+
+    from trl_nft.config import NFTConfig
+    from trl_nft.math_script import ScriptArguments
+
+    # A short usage line: argparse would otherwise print all ~230 options with every parsing error.
+    return TrlParser((ScriptArguments, NFTConfig, ModelConfig), prog=prog, usage=TRAIN_USAGE.format(prog=prog))
+
+
+def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
+    """(script, NFTConfig, ModelConfig) arguments; handles --help / --help-all and names missing required options."""
+    argv = list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(train_help(prog))
+        raise SystemExit(0)
+    parser = build_parser(prog)
+    if "--help-all" in argv:
+        parser.print_help()
+        raise SystemExit(0)
+    *parsed, unknown = parser.parse_args_and_config(args=recipe_to_config_argument(argv), return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (`{prog} --help-all` lists every option)")
+    script_args, training_args, model_args = parsed
+    if not model_args.model_name_or_path:
+        parser.error("--model_name_or_path is required (a hub name such as Qwen/Qwen2.5-Math-7B or a local model "
+                     "directory), on the command line or in the --recipe / --config file")
+    return script_args, training_args, model_args
+
+
+def train(argv: list[str] | None = None, prog: str = f"{PROG} train"):
+    """Parse the options and run the training; returns the trainer."""
+    from trl_nft.math_script import run
+
+    script_args, training_args, model_args = parse_train_args(sys.argv[1:] if argv is None else argv, prog)
+    logging.basicConfig(level=logging.INFO)
+    return run(script_args, training_args, model_args)
+
+
+# ------------------------------------------------------------------------------------------------------ main
+OVERVIEW = f"""usage: {PROG} {{train,eval,recipes}} ...
+
+Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) for Hugging Face TRL.
+
+commands:
+  train     train on math prompts with NFTTrainer (any NFTConfig / GRPOConfig / ModelConfig option; --help)
+  eval      avg@k accuracy on the paper's six math benchmarks (--help)
+  recipes   list the packaged paper recipes, or print one: {PROG} recipes NAME
+
+Several GPUs: accelerate launch --config_file CONFIG.yaml -m trl_nft.cli train --recipe NAME
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(OVERVIEW, end="")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        train(rest, prog=f"{PROG} train")
+        return 0
+    if command == "eval":
+        from trl_nft import evaluate
+
+        evaluate.main(rest, prog=f"{PROG} eval")
+        return 0
+    if command == "recipes":
+        return recipes_command(rest)
+    if command == "--version":
+        from trl_nft import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    print(f"{PROG}: error: unknown command {command!r} (choose from train, eval, recipes)\n\n{OVERVIEW}", end="",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Checks of the datasets given to `NFTTrainer`, run at construction instead of failing on the first step.
+
+TRL reads each row's ``prompt`` and hands every other column to the reward functions; a missing column or a chat
+prompt without a chat template otherwise surfaces as a bare ``KeyError: 'prompt'`` or a transformers template error
+deep inside the first generation step.
+"""
+
+from __future__ import annotations
+
+from trl.data_utils import is_conversational
+
+from trl_nft.rewards import MathAccuracyReward
+
+BUILD_HINT = "trl_nft.data.load_math_dataset(...) builds prompt/answer columns from problem/answer files"
+
+
+def _columns(dataset) -> list[str] | None:
+    columns = getattr(dataset, "column_names", None)
+    return list(columns) if columns is not None else None  # an IterableDataset may not know its columns
+
+
+def check_dataset(dataset, name: str, reward_funcs, processing_class) -> None:
+    """Raise a ValueError naming the dataset, the column and the fix if `dataset` cannot be trained on."""
+    columns = _columns(dataset)
+    if columns is None:
+        return
+    if "prompt" not in columns:
+        raise ValueError(
+            f"{name} has no 'prompt' column (its columns are {columns}); TRL generates from each row's 'prompt'. "
+            f"Rename the column holding the prompts, e.g. dataset.rename_column('question', 'prompt'), or: {BUILD_HINT}."
+        )
+    verifiers = [reward for reward in reward_funcs if isinstance(reward, MathAccuracyReward)]
+    if verifiers and not {"answer", "solution"} & set(columns):
+        raise ValueError(
+            f"{name} has no 'answer' (or 'solution') column (its columns are {columns}), which "
+            f"{verifiers[0].__name__} compares completions with. Rename the gold-answer column to 'answer', or: "
+            f"{BUILD_HINT}."
+        )
+    if len(dataset) > 0 and is_conversational(dataset[0]) and not getattr(processing_class, "chat_template", None):
+        tokenizer_name = getattr(processing_class, "name_or_path", "") or type(processing_class).__name__
+        raise ValueError(
+            f"{name} holds conversational prompts, but the tokenizer {tokenizer_name!r} has no chat template to render "
+            "them. Use plain-text prompts (load_math_dataset(..., prompt_format='plain'), --prompt_format plain) or "
+            "set tokenizer.chat_template."
+        )
+
+
+def check_trainer_datasets(trainer) -> None:
+    """`check_dataset` on the trainer's train and eval datasets (a dict of eval datasets is checked per entry)."""
+    datasets = {"train_dataset": trainer.train_dataset}
+    eval_dataset = trainer.eval_dataset
+    if isinstance(eval_dataset, dict):
+        datasets.update({f"eval_dataset[{key!r}]": value for key, value in eval_dataset.items()})
+    else:
+        datasets["eval_dataset"] = eval_dataset
+    for name, dataset in datasets.items():
+        if dataset is not None:
+            check_dataset(dataset, name, trainer.reward_funcs, trainer.processing_class)
