@@ -699,16 +699,16 @@ T_CRITICAL_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7:
 
 
 def verdict(differences: list[float]) -> str:
-    """"win" / "loss" when a paired t-test puts the mean difference off zero at 95 %, else "tie" (also with one seed
-    or no spread at all, where no test is possible)."""
+    """"higher" / "lower" (NFT's value than the other's) when a paired t-test puts the mean difference off zero at
+    95 %, else "tie"; with one seed no test is possible (a tie)."""
     if len(differences) < 2 or len(differences) - 1 not in T_CRITICAL_95:
         return "tie (too few seeds to test)" if len(differences) < 2 else "untested"
     mean, std = mean_std(differences)
     if std == 0:
-        return "tie" if mean == 0 else ("win" if mean > 0 else "loss")
+        return "tie" if mean == 0 else ("higher" if mean > 0 else "lower")
     t = mean / (std / len(differences) ** 0.5)
     critical = T_CRITICAL_95[len(differences) - 1]
-    return "win" if t > critical else "loss" if t < -critical else "tie"
+    return "higher" if t > critical else "lower" if t < -critical else "tie"
 
 
 def paired_comparisons(runs: list[dict], metrics: dict) -> list[dict]:
@@ -832,8 +832,9 @@ def study_markdown(summary: dict, study: StudySettings, compute: dict, command: 
         f"{study.sweep_regimes[0]}. *Mean update norm* = ‖Δθ‖₂ per optimizer step, averaged over steps (and "
         "seeds).",
         "",
-        "Verdicts: paired-by-seed difference NFT − other; *win*/*loss* when a paired t-test puts the mean off zero "
-        "at 95 % (two-sided), else *tie*. With 3 seeds the test only fires on large, consistent gaps.", "",
+        "Verdicts: paired-by-seed difference NFT − other; *higher*/*lower* when a paired t-test puts the mean off "
+        "zero at 95 % (two-sided), else *tie*. For the accuracy columns *higher* means NFT wins; entropy is not "
+        "better or worse by itself. With 3 seeds the test only fires on large, consistent gaps.", "",
         "## Runs finished / planned", "",
         "A study stopped by its compute budget is reported on the runs it finished (phases run seed by seed, so a "
         "phase has whole seeds first): " + "; ".join(f"{name} {done}/{planned}"

@@ -111,8 +111,8 @@ def test_learning_study_helpers_sweep_selection_and_verdicts(learning):
     sweep = [run("nft", 1e-4, 100, 0.4), run("nft", 3e-4, 100, 0.8), run("rft", 1e-4, 100, 0.6),
              run("rft", 3e-4, 100, 0.2)]
     assert learning.select_best_lr(sweep, 10) == {("off_policy", "nft"): 3e-4, ("off_policy", "rft"): 1e-4}
-    assert learning.verdict([0.10, 0.11, 0.12]) == "win"
-    assert learning.verdict([-0.10, -0.11, -0.12]) == "loss"
+    assert learning.verdict([0.10, 0.11, 0.12]) == "higher"
+    assert learning.verdict([-0.10, -0.11, -0.12]) == "lower"
     assert learning.verdict([0.2, -0.1, 0.05]) == "tie"
     assert learning.verdict([0.3]).startswith("tie")
     runs = [run("nft", 3e-4, s, f) for s, f in ((0, 0.8), (1, 0.6), (2, 0.7))]

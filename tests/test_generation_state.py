@@ -23,7 +23,7 @@ from trl_nft import generation_state
 
 SCRIPT = REPO_ROOT / "tests" / "scripts" / "train_tiny.py"
 TIMING_KEYS = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
-SETTINGS = {"dynamic_sampling": True, "steps_per_generation": 4, "save_total_limit": None}
+SETTINGS = {"dynamic_sampling": True, "steps_per_generation": 4}
 MAX_STEPS, KILL_AT = 6, 3
 
 

@@ -56,6 +56,8 @@ def test_paper_recipes_match_the_official_run(name):
                                              OFFICIAL_WORLD_SIZES[official])
     assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=1e-3)
     assert recipe["vllm_importance_sampling_correction"] is False  # the official runs had no such correction
+    assert recipe["dynamic_sampling"] and recipe["max_generation_rounds"] == 10  # filter_groups, max_num_gen_batches
+    assert recipe["dynamic_sampling_first_round_oversample"] == 3  # gen_batch_size = 3 x train_batch_size
     assert recipe["loss_type"] == "dr_grpo" and recipe["beta"] == 0.0 and recipe["entropy_coef"] == 0.0
     assert recipe["learning_rate"] == 1e-6 and recipe["weight_decay"] == 0.1 and recipe["temperature"] == 1.0
 
