@@ -49,21 +49,7 @@ def test_other_aggregations_and_sequence_level_train(model, prompt_dataset, toke
 
 def crafted_batch(trainer, tokenizer, seed=0):
     """A hand-made micro-batch in the layout TRL hands to `_compute_loss`: 2 groups of 4, mixed answers."""
-    generator = torch.Generator().manual_seed(seed)
-    prompt_ids = torch.randint(3, len(tokenizer), (8, 4), generator=generator)
-    completion_ids = torch.randint(3, len(tokenizer), (8, 5), generator=generator)
-    correct = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 1])
-    rate = torch.tensor([0.25] * 4 + [0.75] * 4)
-    return {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": torch.ones_like(prompt_ids),
-        "completion_ids": completion_ids,
-        "completion_mask": torch.ones_like(completion_ids),
-        "correct": correct,
-        "correct_rate": rate,
-        "num_items_in_batch": torch.tensor(40.0),
-        "advantages": correct - rate,
-    }
+    return variable_length_batch(tokenizer, [5] * 8, seed=seed)
 
 
 def gradient_for(trainer, inputs):
