@@ -118,7 +118,7 @@ def describe_fields(specs, indent: str = "  ") -> str:
 
 
 def train_help(prog: str) -> str:
-    """`train --help`: launcher, script and NFT options first, then the TRL options most runs touch."""
+    """`train --help`: launcher, script and NFT options first, then the TRL options most runs touch, then the rest."""
     from trl import ModelConfig
 
     from trl_nft.config import NFTConfig
@@ -128,8 +128,9 @@ def train_help(prog: str) -> str:
     nft_fields = [spec for spec in dataclasses.fields(NFTConfig) if spec.name in nft_own]
     by_name = {spec.name: spec for cls in (NFTConfig, ModelConfig) for spec in dataclasses.fields(cls)}
     common = [by_name[name] for name in COMMON_TRL_OPTIONS if name in by_name and name not in nft_own]
-    total = len(by_name) + len(dataclasses.fields(ScriptArguments))
-    shown = len(nft_fields) + len(common) + len(dataclasses.fields(ScriptArguments))
+    listed = {spec.name for spec in nft_fields + common}
+    others = sorted((spec for spec in by_name.values() if spec.name not in listed and spec.init),
+                    key=lambda spec: spec.name)
     recipes = ", ".join(recipe_files())
     return "\n".join([
         "usage: " + TRAIN_USAGE.format(prog=prog),
@@ -140,7 +141,7 @@ def train_help(prog: str) -> str:
         "Launcher options:",
         f"  --recipe NAME  (a packaged paper recipe: {recipes}; see `{PROG} recipes`)",
         "  --config FILE  (a YAML file with any of the options below, by name)",
-        "  --help-all     (every option of GRPOConfig, TrainingArguments and ModelConfig with its help text)",
+        "  --help-all     (the same options in TRL's own parser layout)",
         "",
         "Script options:",
         describe_fields(dataclasses.fields(ScriptArguments)),
@@ -151,8 +152,8 @@ def train_help(prog: str) -> str:
         "Frequently used TRL options (GRPOConfig / TrainingArguments / ModelConfig):",
         describe_fields(common),
         "",
-        f"{total - shown} more options of TRL's GRPOConfig, transformers' TrainingArguments and TRL's ModelConfig",
-        f"are accepted; `{prog} --help-all` lists them all.",
+        f"Every other option ({len(others)}, GRPOConfig / TrainingArguments / ModelConfig, alphabetical):",
+        describe_fields(others),
     ])
 
 

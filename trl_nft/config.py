@@ -163,6 +163,11 @@ class NFTConfig(GRPOConfig):
 
         if not (is_torch_bf16_gpu_available() or is_torch_xla_available()):
             self.bf16 = False
+            import torch
+
+            if torch.cuda.is_available():  # a GPU without bf16 (e.g. V100): say so, GRPOConfig would have raised
+                warnings.warn("bf16 is not supported by this GPU: training in float32 (set fp16=True for half "
+                              "precision)", UserWarning, stacklevel=3)
 
     def _validate_nft_options(self):
         if self.prompt_weighting not in PROMPT_WEIGHTINGS:
