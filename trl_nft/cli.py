@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 PROG = "trl-nft"
-TRAIN_USAGE = "{prog} [--recipe NAME | --config FILE] [--option value ...]   (--help: main options, --help-all: all)"
+TRAIN_USAGE = "{prog} [--recipe NAME | --config FILE] [--option value ...]   (--help: every option, the script's and NFT's first)"
 
 # TRL / transformers options a first run usually touches, shown by `train --help` after the NFT ones.
 COMMON_TRL_OPTIONS = (

@@ -114,9 +114,8 @@ def _answer_from_row(value: Any) -> str | None:
         value = value.get("ground_truth")
     if _is_missing(value):
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # csv/parquet may type "18" as 18.0
-    return extract_gold_answer(value)  # numbers and lists are written out; booleans and other types give None
+    # numbers (csv/parquet may type "18" as 18.0) and lists are written out; booleans and other types give None
+    return extract_gold_answer(value)
 
 
 def _pick_column(
@@ -135,15 +134,21 @@ def _pick_column(
     )
 
 
+def require_chat_template(tokenizer, context: str) -> None:
+    """ValueError, starting with `context` and naming the fix, when `tokenizer` has no chat template."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    raise ValueError(
+        f"{context}, but the tokenizer {name!r} has no chat template to render them. Use plain-text prompts "
+        "(load_math_dataset(..., prompt_format='plain'), --prompt_format plain), or set tokenizer.chat_template."
+    )
+
+
 def check_chat_template(tokenizer, prompt_format: str, source_name: str = "dataset") -> None:
     """Chat prompts are rendered with the tokenizer's chat template: fail now, with the fix, if it has none."""
-    if prompt_format == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise ValueError(
-            f"{source_name}: prompt_format='chat' builds conversational prompts, but the tokenizer {name!r} has no "
-            "chat template to render them. Use prompt_format='plain' (--prompt_format plain), or set "
-            "tokenizer.chat_template."
-        )
+    if prompt_format == "chat" and tokenizer is not None:
+        require_chat_template(tokenizer, f"{source_name}: prompt_format='chat' builds conversational prompts")
 
 
 def _is_dapo_schema(columns: list[str]) -> bool:
@@ -260,8 +265,7 @@ def prompt_token_counts(prompts: list, tokenizer) -> list[int]:
     if not prompts:
         return []
     if isinstance(prompts[0], list):
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("chat prompts need a tokenizer with a chat_template to be counted")
+        require_chat_template(tokenizer, "chat prompts are counted as TRL renders them")
         rendered = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
         return [len(ids) for ids in rendered["input_ids"]]
     return [len(ids) for ids in tokenizer(text=prompts)["input_ids"]]

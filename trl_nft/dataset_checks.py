@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from trl.data_utils import is_conversational
 
+from trl_nft.data import require_chat_template
 from trl_nft.rewards import MathAccuracyReward
 
 BUILD_HINT = "trl_nft.data.load_math_dataset(...) builds prompt/answer columns from problem/answer files"
@@ -36,13 +37,8 @@ def check_dataset(dataset, name: str, reward_funcs, processing_class) -> None:
             f"{verifiers[0].__name__} compares completions with. Rename the gold-answer column to 'answer', or: "
             f"{BUILD_HINT}."
         )
-    if len(dataset) > 0 and is_conversational(dataset[0]) and not getattr(processing_class, "chat_template", None):
-        tokenizer_name = getattr(processing_class, "name_or_path", "") or type(processing_class).__name__
-        raise ValueError(
-            f"{name} holds conversational prompts, but the tokenizer {tokenizer_name!r} has no chat template to render "
-            "them. Use plain-text prompts (load_math_dataset(..., prompt_format='plain'), --prompt_format plain) or "
-            "set tokenizer.chat_template."
-        )
+    if len(dataset) > 0 and is_conversational(dataset[0]):
+        require_chat_template(processing_class, f"{name} holds conversational prompts")
 
 
 def check_trainer_datasets(trainer) -> None:

@@ -14,9 +14,9 @@ and reads one file per process (each process buffers its own slice) holding:
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
+from accelerate.utils import send_to_device
 
 STATE_FILE = "nft_generation_state_rank{rank}.pt"
 FORMAT_VERSION = 1
@@ -24,17 +24,6 @@ FORMAT_VERSION = 1
 
 def state_path(checkpoint_dir: str, rank: int) -> str:
     return os.path.join(checkpoint_dir, STATE_FILE.format(rank=rank))
-
-
-def move_tensors(value: Any, device) -> Any:
-    """`value` with every tensor inside dicts / lists / tuples moved to `device` (other leaves unchanged)."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {key: move_tensors(item, device) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(move_tensors(item, device) for item in value)
-    return value
 
 
 def save_generation_state(checkpoint_dir: str, rank: int, world_size: int, step: int, buffered_inputs,
@@ -46,8 +35,8 @@ def save_generation_state(checkpoint_dir: str, rank: int, world_size: int, step:
         "format_version": FORMAT_VERSION,
         "world_size": world_size,
         "step": step,
-        "buffered_inputs": move_tensors(buffered_inputs, "cpu"),
-        "dynamic_sampling_state": move_tensors(dynamic_sampling_state, "cpu"),
+        "buffered_inputs": send_to_device(buffered_inputs, "cpu"),
+        "dynamic_sampling_state": send_to_device(dynamic_sampling_state, "cpu"),
     }
     temporary = f"{path}.tmp"
     torch.save(payload, temporary)
@@ -74,5 +63,5 @@ def load_generation_state(checkpoint_dir: str, rank: int, world_size: int, devic
             f"{payload['world_size']} processes, or delete the nft_generation_state_rank*.pt files to start a fresh "
             "generation batch at the checkpoint"
         )
-    payload["buffered_inputs"] = move_tensors(payload["buffered_inputs"], device)  # dynamic sampling's stays on CPU
+    payload["buffered_inputs"] = send_to_device(payload["buffered_inputs"], device)  # dynamic sampling's stays on CPU
     return payload
