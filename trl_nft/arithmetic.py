@@ -194,6 +194,31 @@ def supervised_pretrain(
 
 # ------------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
+def _generate_in_batches(model, tokenizer: PreTrainedTokenizerFast, prompts: list[str], *, seed: int,
+                         batch_size: int, **generate_kwargs):
+    """Yield (new tokens, `generate` output) per batch of `prompts`, in eval mode, on a forked RNG seeded with `seed`
+    so that evaluation never perturbs a training run; the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in range(0, len(prompts), batch_size):
+                encoded = tokenizer(
+                    prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
+                output = model.generate(
+                    **encoded, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                    **generate_kwargs,
+                )
+                sequences = output.sequences if generate_kwargs.get("return_dict_in_generate") else output
+                yield sequences[:, encoded["input_ids"].size(1) :], output
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def generate_answers(
     model,
     tokenizer: PreTrainedTokenizerFast,
@@ -206,27 +231,11 @@ def generate_answers(
 ) -> list[str]:
     """Answers (text before EOS) by batched `model.generate`; sampling is at temperature 1 with no top-k/top-p, as
     TRL's defaults sample during training. The global RNG is forked so evaluation never perturbs a training run."""
-    was_training = model.training
-    model.eval()
+    sampling = {"do_sample": False} if greedy else dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
     answers = []
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            encoded = tokenizer(
-                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(device)
-            sampling = {"do_sample": False} if greedy else dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
-            output = model.generate(
-                **encoded,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            new_tokens = output[:, encoded["input_ids"].size(1) :]
-            answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    model.train(was_training)
+    for new_tokens, _ in _generate_in_batches(model, tokenizer, prompts, seed=seed, batch_size=batch_size,
+                                              max_new_tokens=max_new_tokens, **sampling):
+        answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return answers
 
 
@@ -334,31 +343,20 @@ def sample_with_entropy(
 ) -> tuple[list[str], list[float], list[int]]:
     """Temperature-1 answers, each with the summed per-token entropy (nats) of the policy along it and its token
     count (answer tokens and EOS; nothing after EOS). Forks the global RNG like `generate_answers`."""
-    was_training = model.training
-    model.eval()
     answers, entropy_sums, token_counts = [], [], []
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            encoded = tokenizer(
-                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(device)
-            output = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                output_logits=True, return_dict_in_generate=True,
-            )
-            new_tokens = output.sequences[:, encoded["input_ids"].size(1) :]
-            log_probs = torch.stack(output.logits, dim=1).float().log_softmax(-1)  # raw logits: temperature 1
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            is_eos = (new_tokens == tokenizer.eos_token_id).long()
-            # a position counts until and including the first EOS; generate pads finished rows afterwards
-            counted = (is_eos.cumsum(-1) - is_eos) == 0
-            entropy_sums.extend((entropy * counted).sum(-1).tolist())
-            token_counts.extend(counted.sum(-1).tolist())
-            answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    model.train(was_training)
+    batches = _generate_in_batches(
+        model, tokenizer, prompts, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=True,
+        temperature=1.0, top_k=0, top_p=1.0, output_logits=True, return_dict_in_generate=True,
+    )
+    for new_tokens, output in batches:
+        log_probs = torch.stack(output.logits, dim=1).float().log_softmax(-1)  # raw logits: temperature 1
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        is_eos = (new_tokens == tokenizer.eos_token_id).long()
+        # a position counts until and including the first EOS; generate pads finished rows afterwards
+        counted = (is_eos.cumsum(-1) - is_eos) == 0
+        entropy_sums.extend((entropy * counted).sum(-1).tolist())
+        token_counts.extend(counted.sum(-1).tolist())
+        answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return answers, entropy_sums, token_counts
 
 
