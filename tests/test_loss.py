@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trl_nft.loss import log_of_straight_through_max, nft_per_token_loss
+from trl_nft.loss import log_of_straight_through_max, nft_loss_terms, nft_per_token_loss
 
 
 def reference_loss_and_grad(logps, old, mask, correct, rate, *, neg_weight, prompt_weighting, level, negative_clip,
@@ -99,6 +99,28 @@ def test_values_and_gradients_match_reference(knobs, seed):
     assert loss.shape == expected_shape
     torch.testing.assert_close(loss, torch.tensor(want_loss, dtype=torch.float64), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(logps.grad, torch.tensor(want_grad, dtype=torch.float64), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_loss_terms_split_the_loss_into_its_positive_and_negative_parts(level):
+    """positive = the loss without its negative term (neg_weight 0); negative = the rest; the ratios are R and (1 − r̂R)/(1 − r̂)."""
+    logps, old, mask, correct, rate = random_batch(3)
+    correct = torch.tensor([1, 0, 0.5, 0, 1, 0], dtype=torch.float64)  # a soft label has both parts
+    knobs = dict(DEFAULTS, level=level, neg_weight=0.7, negative_clip=0.3)
+    terms = nft_loss_terms(logps, old, mask, correct, rate, **knobs)
+    reference = lambda **changes: torch.tensor(reference_loss_and_grad(  # noqa: E731
+        logps.tolist(), old.tolist(), mask.tolist(), correct.tolist(), rate.tolist(), **dict(knobs, **changes))[0],
+        dtype=torch.float64)
+    torch.testing.assert_close(terms.positive, reference(neg_weight=0.0), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(terms.negative, reference() - reference(neg_weight=0.0), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(terms.loss, nft_per_token_loss(logps, old, mask, correct, rate, **knobs))
+    log_ratio = logps - old if level == "token" else ((logps - old) * mask).sum(-1, keepdim=True)
+    torch.testing.assert_close(terms.ratio, log_ratio.exp())
+    r_hat = rate.clamp(0.02, 0.98)[:, None]
+    informative = ((rate > 0) & (rate < 1))[:, None]
+    want_negative_ratio = (1 - r_hat * log_ratio.exp()) / (1 - r_hat)
+    torch.testing.assert_close(terms.negative_ratio[informative.expand_as(terms.ratio)],
+                               want_negative_ratio[informative.expand_as(terms.ratio)])
 
 
 def test_negative_floor_is_straight_through():

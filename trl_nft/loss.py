@@ -9,6 +9,8 @@ gradient is that of x. Everything here is stateless so it can be checked against
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 PROMPT_WEIGHTINGS = ("none", "dr_grpo", "grpo")
@@ -55,6 +57,72 @@ def nft_log_ratio(
     return log_ratio.clamp(max=max_log_ratio)
 
 
+class NFTLossTerms(NamedTuple):
+    """The per-token NFT loss split as ``loss = positive + negative``, with the ratios it was computed from.
+
+    ``positive`` = −ω·r·log max_v(R, ·) and ``negative`` = −ω·(1 − r)·λ·log max_v((1 − r̂R)/(1 − r̂), ε), both already
+    zero on degenerate rows; ``ratio`` is R and ``negative_ratio`` the unclamped (1 − r̂R)/(1 − r̂). (B, T) at token
+    level, (B, 1) at sequence level. Metrics read these instead of recomputing the loss.
+    """
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+    ratio: torch.Tensor
+    negative_ratio: torch.Tensor
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self.positive + self.negative
+
+
+def nft_loss_terms(
+    per_token_logps: torch.Tensor,
+    old_per_token_logps: torch.Tensor,
+    mask: torch.Tensor,
+    correct: torch.Tensor,
+    correct_rate: torch.Tensor,
+    *,
+    neg_weight: float = 1.0,
+    prompt_weighting: str = "dr_grpo",
+    level: str = "token",
+    negative_clip: float = 1.0,
+    positive_clip: float = 0.0,
+    correct_rate_clip: float = 0.02,
+    max_log_ratio: float = 10.0,
+) -> NFTLossTerms:
+    """The NFT loss as its positive and negative terms (`NFTLossTerms`); arguments as in `nft_per_token_loss`."""
+    if negative_clip <= 0:
+        raise ValueError(f"negative_clip={negative_clip!r} must be > 0 (log of the negative ratio needs a floor)")
+    if not 0.0 <= correct_rate_clip < 0.5:
+        raise ValueError(f"correct_rate_clip={correct_rate_clip!r} must lie in [0, 0.5)")
+
+    log_ratio = nft_log_ratio(per_token_logps, old_per_token_logps, mask, level, max_log_ratio)
+    ratio = torch.exp(log_ratio)
+
+    correct = correct.to(log_ratio.dtype).unsqueeze(-1)
+    rate = correct_rate.to(log_ratio.dtype)
+    informative = ((rate > 0) & (rate < 1)).to(log_ratio.dtype).unsqueeze(-1)
+    rate = rate.clamp(correct_rate_clip, 1.0 - correct_rate_clip).unsqueeze(-1)
+    # A degenerate row has rate 1 after clamping when correct_rate_clip == 0; keep its (discarded) arithmetic finite.
+    safe_rate = torch.where(informative.bool(), rate, torch.full_like(rate, 0.5))
+
+    if positive_clip > 0:
+        positive_log = log_of_straight_through_max(ratio, positive_clip)
+    else:
+        positive_log = log_ratio  # log max_v(R, 0) = log R, computed without the exp round trip
+    negative_ratio = (1.0 - safe_rate * ratio) / (1.0 - safe_rate)
+    negative_log = log_of_straight_through_max(negative_ratio, negative_clip)
+
+    # One (B, 1) factor per term: −ω·r for the positive log, −ω·(1 − r)·λ for the negative one.
+    weight = -prompt_weight(safe_rate, prompt_weighting) * informative
+    return NFTLossTerms(
+        positive=positive_log * (weight * correct),
+        negative=negative_log * (weight * (1.0 - correct) * neg_weight),
+        ratio=ratio,
+        negative_ratio=negative_ratio,
+    )
+
+
 def nft_per_token_loss(
     per_token_logps: torch.Tensor,
     old_per_token_logps: torch.Tensor,
@@ -90,30 +158,11 @@ def nft_per_token_loss(
         (B, T) for token level, (B, 1) for sequence level. Rows whose unclipped ``correct_rate`` is ≤ 0 or ≥ 1 (the
         group is all wrong or all right, so it carries no signal) are exactly zero with zero gradient.
     """
-    if negative_clip <= 0:
-        raise ValueError(f"negative_clip={negative_clip!r} must be > 0 (log of the negative ratio needs a floor)")
-    if not 0.0 <= correct_rate_clip < 0.5:
-        raise ValueError(f"correct_rate_clip={correct_rate_clip!r} must lie in [0, 0.5)")
-
-    log_ratio = nft_log_ratio(per_token_logps, old_per_token_logps, mask, level, max_log_ratio)
-    ratio = torch.exp(log_ratio)
-
-    correct = correct.to(log_ratio.dtype).unsqueeze(-1)
-    rate = correct_rate.to(log_ratio.dtype)
-    informative = ((rate > 0) & (rate < 1)).to(log_ratio.dtype).unsqueeze(-1)
-    rate = rate.clamp(correct_rate_clip, 1.0 - correct_rate_clip).unsqueeze(-1)
-    # A degenerate row has rate 1 after clamping when correct_rate_clip == 0; keep its (discarded) arithmetic finite.
-    safe_rate = torch.where(informative.bool(), rate, torch.full_like(rate, 0.5))
-
-    if positive_clip > 0:
-        positive_log = log_of_straight_through_max(ratio, positive_clip)
-    else:
-        positive_log = log_ratio  # log max_v(R, 0) = log R, computed without the exp round trip
-    negative_ratio = (1.0 - safe_rate * ratio) / (1.0 - safe_rate)
-    negative_log = log_of_straight_through_max(negative_ratio, negative_clip)
-
-    per_token = -(correct * positive_log + (1.0 - correct) * neg_weight * negative_log)
-    return per_token * prompt_weight(safe_rate, prompt_weighting) * informative
+    return nft_loss_terms(
+        per_token_logps, old_per_token_logps, mask, correct, correct_rate, neg_weight=neg_weight,
+        prompt_weighting=prompt_weighting, level=level, negative_clip=negative_clip, positive_clip=positive_clip,
+        correct_rate_clip=correct_rate_clip, max_log_ratio=max_log_ratio,
+    ).loss
 
 
 def spread_sequence_loss(sequence_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,20 +175,12 @@ def spread_sequence_loss(sequence_loss: torch.Tensor, mask: torch.Tensor) -> tor
     return sequence_loss * mask / mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
-def negative_at_floor(
-    log_ratio: torch.Tensor, correct_rate: torch.Tensor, negative_clip: float, correct_rate_clip: float
-) -> torch.Tensor:
-    """Boolean map of where the negative ratio (1 − r̂R)/(1 − r̂) sits at the ε floor (for logging)."""
-    rate = correct_rate.clamp(correct_rate_clip, 1.0 - correct_rate_clip).unsqueeze(-1)
-    negative_ratio = (1.0 - rate * torch.exp(log_ratio)) / (1.0 - rate)
-    return negative_ratio < negative_clip
-
-
 __all__ = [
     "LEVELS",
+    "NFTLossTerms",
     "PROMPT_WEIGHTINGS",
     "log_of_straight_through_max",
-    "negative_at_floor",
+    "nft_loss_terms",
     "nft_log_ratio",
     "nft_per_token_loss",
     "prompt_weight",

@@ -29,7 +29,7 @@ from trl_nft import completion_logs, generation_state
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling_trainer import DynamicSamplingMixin
-from trl_nft.loss import negative_at_floor, nft_log_ratio, nft_per_token_loss, spread_sequence_loss
+from trl_nft.loss import nft_loss_terms, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
 from trl_nft.precision import low_precision_warning
 
@@ -222,9 +222,8 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
             max_log_ratio=args.max_log_ratio,
         )
         correct, correct_rate = inputs["correct"], inputs["correct_rate"]
-        per_token_loss = nft_per_token_loss(
-            per_token_logps, old_per_token_logps, mask, correct, correct_rate, **nft_kwargs
-        )
+        loss_terms = nft_loss_terms(per_token_logps, old_per_token_logps, mask, correct, correct_rate, **nft_kwargs)
+        per_token_loss = loss_terms.loss
         if self.importance_sampling_level == "sequence":
             per_token_loss = spread_sequence_loss(per_token_loss, mask)  # each sequence's loss counted once
 
@@ -262,8 +261,7 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
             loss = loss + self.router_aux_loss_coef * aux_loss / self._accumulation_divisor(mode)
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_metrics(per_token_logps, old_per_token_logps, mask, correct, correct_rate, nft_kwargs, mode,
-                          entropies=entropies, per_token_kl=per_token_kl)
+        self._log_metrics(loss_terms, mask, correct, correct_rate, mode, entropies=entropies, per_token_kl=per_token_kl)
         return loss
 
     def _accumulation_divisor(self, mode: str) -> float:
@@ -319,24 +317,20 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
 
     # ---------------------------------------------------------------------------------------------- metrics
     @torch.no_grad()
-    def _log_metrics(self, logps, old_logps, mask, correct, correct_rate, nft_kwargs, mode, *, entropies,
-                     per_token_kl):
-        """NFT's metrics plus TRL's entropy / KL, as global token means: one reduce and one gather per micro-batch."""
-        # The loss is linear in `correct`, so its two parts are the loss at correct = 1 and at correct = 0.
-        ones, zeros = torch.ones_like(correct), torch.zeros_like(correct)
-        positive = nft_per_token_loss(logps, old_logps, mask, ones, correct_rate, **nft_kwargs) * correct[:, None]
-        negative = nft_per_token_loss(logps, old_logps, mask, zeros, correct_rate, **nft_kwargs)
-        negative = negative * (1 - correct)[:, None]
-        log_ratio = nft_log_ratio(logps, old_logps, mask, nft_kwargs["level"], nft_kwargs["max_log_ratio"])
-        ratio = torch.exp(log_ratio)
-        at_floor = negative_at_floor(log_ratio, correct_rate, nft_kwargs["negative_clip"], nft_kwargs["correct_rate_clip"])
+    def _log_metrics(self, loss_terms, mask, correct, correct_rate, mode, *, entropies, per_token_kl):
+        """NFT's metrics plus TRL's entropy / KL, as global token means: one reduce and one gather per micro-batch.
+
+        Read from the terms the loss computed (`NFTLossTerms`), before any TRL mask or aggregation.
+        """
+        ratio = loss_terms.ratio
+        at_floor = loss_terms.negative_ratio < self.args.negative_clip
         informative = (correct_rate > 0) & (correct_rate < 1)
         negative_tokens = mask * ((1 - correct) * informative)[:, None]
 
         # name → (values, token weights); (B, 1) sequence-level values broadcast over their tokens
         means = {
-            "nft/positive_loss": (positive, mask),
-            "nft/negative_loss": (negative, mask),
+            "nft/positive_loss": (loss_terms.positive, mask),
+            "nft/negative_loss": (loss_terms.negative, mask),
             "nft/ratio_mean": (ratio, mask),
             "nft/negative_floor_frac": (at_floor.to(ratio.dtype), negative_tokens),
             "entropy": (entropies, mask),
