@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -200,14 +202,66 @@ def test_speed_benchmark_emits_ratios(speed, tmp_path):
                          "--batch-size", "8", "--num-generations", "4", "--max-completion-length", "4",
                          "--steps-per-generation", "2", "--loss-rows", "8", "--loss-tokens", "64",
                          "--loss-repeats", "2", "--output-dir", str(tmp_path)])
-    for key in ("step_time_median", "step_time_mean", "peak_memory_bytes"):
-        ratio = result["trainers"]["ratios"][key]
+    trainers = result["trainers"]
+    for ratio in (trainers["timing_summary"]["cpu_times"]["ratio"], trainers["timing_summary"]["times"]["ratio"],
+                  trainers["memory_ratios"]["peak_memory_bytes"]):
         assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"] < 10
-    assert result["trainers"]["runs"]["nft"][0]["steps_measured"] == 2
+    # warm-up + measured steps for each trainer in the turn-taking run; memory runs take --memory-steps (2)
+    assert [len(trainers["timing"]["cpu_times"][name]) for name in ("nft", "grpo")] == [3, 3]
+    assert trainers["timing_summary"]["cpu_times"]["steps"] == 2
+    assert trainers["memory_runs"]["nft"][0]["steps"] == 2
+    loss_path = trainers["timing_summary"]["loss_path"]
+    assert loss_path["nft"] > 0 and loss_path["grpo"] > 0 and loss_path["bound"] > 0
     assert result["loss"]["ratios"]["time"] > 0
     report = (tmp_path / "speed.md").read_text()
     assert "ratio NFT/GRPO" in report and "Ratios NFT/surrogate" in report
-    assert json.loads((tmp_path / "speed.json").read_text())["trainers"]["ratios"]
+    assert json.loads((tmp_path / "speed.json").read_text())["trainers"]["memory_ratios"]
+
+
+def test_turn_taking_runs_one_thread_at_a_time_in_order(speed):
+    """Threads take steps A, B, A, B, … with no overlap; a thread that stops early does not block the other."""
+    turns = speed.TakeTurns(["a", "b"])
+    events, running = [], []
+
+    def worker(name, steps):
+        turns.wait(name)
+        try:
+            for step in range(steps):
+                running.append(name)
+                assert len(running) == 1, f"{running} ran at once"
+                events.append((name, step))
+                time.sleep(0.002)
+                running.remove(name)
+                turns.pass_on(name)
+                turns.wait(name)
+        finally:
+            turns.finish(name)
+
+    threads = [threading.Thread(target=worker, args=("a", 3)), threading.Thread(target=worker, args=("b", 5))]
+    for thread in reversed(threads):  # b starts first but must wait for a's turn
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert events == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 3), ("b", 4)]
+
+
+def test_child_processes_get_their_allocator_settings(speed, monkeypatch):
+    """Peak-memory children: fixed mmap threshold (RSS follows live tensors); timing children: no mmap, no trim."""
+    seen = {}
+
+    def fake_run(command, capture_output, text, env):
+        seen[command[3]] = {key: env.get(key) for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_")}
+        Path(command[-1]).write_text("{}")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(speed.subprocess, "run", fake_run)
+    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_"):
+        monkeypatch.delenv(key, raising=False)
+    speed.run_in_subprocess({}, "memory")
+    speed.run_in_subprocess({}, "interleaved")
+    assert seen == {"memory": {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_MMAP_MAX_": None},
+                    "interleaved": {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_MMAP_MAX_": "0"}}
 
 
 def test_gpu_script_wiring_on_cpu(tmp_path):
@@ -240,25 +294,34 @@ def test_learning_benchmark_compares_dynamic_sampling_per_sample(learning, tmp_p
 
 def test_scaling_summary_fits_growth_and_reports_ratios(speed, tmp_path):
     """Cost-vs-length study on synthetic runs: time ∝ length^1, memory ∝ length^0.5, NFT 10 % slower at 4096."""
-    def run(length, slower=1.0):
-        return {"step_cpu_time_median": 1e-3 * length * slower, "step_time_median": 2e-3 * length,
-                "train_peak_extra_bytes": 2**20 * length ** 0.5, "vocab_size": 151_665}
+    def point(length):
+        slower = 1.1 if length == 4096 else 1.0
+        cpu = {"nft": [1e-3 * length * slower] * 3, "grpo": [1e-3 * length] * 3}
+        timing = {"cpu_times": cpu, "times": {name: [2 * t for t in values] for name, values in cpu.items()},
+                  "tokens": {"nft": [length] * 3, "grpo": [length] * 3}, "trl_step_times": {"nft": [], "grpo": []},
+                  "loss_path_seconds": {"nft": 0.2, "grpo": 0.1}}  # bound at 4096: 1 + 0.1 / 4.096
+        memory = {name: [{"train_peak_extra_bytes": 2**20 * length ** 0.5, "peak_memory_bytes": 2**30,
+                          "vocab_size": 151_665}] for name in ("nft", "grpo")}
+        ratios = {key: speed.ratio_summary([r[key] for r in memory["nft"]], [r[key] for r in memory["grpo"]])
+                  for key in ("peak_memory_bytes", "train_peak_extra_bytes")}
+        control = None
+        if length == 1024:  # an A/A control run whose second NFTTrainer happened to be 5 % slower
+            control = speed.timing_summary({**timing, "cpu_times": {"nft": cpu["nft"], "grpo": [
+                value / 0.95 for value in cpu["nft"]]}}, warmup=1)
+        return {"length": length, "gradient_checkpointing": False, "timing": timing,
+                "timing_summary": speed.timing_summary(timing, warmup=1), "control_summary": control,
+                "memory_runs": memory, "memory_ratios": ratios}
 
-    points = [{"length": n, "gradient_checkpointing": False,
-               "runs": {"nft": [run(n, 1.1 if n == 4096 else 1.0)], "grpo": [run(n)]}} for n in (256, 1024, 4096)]
-    for point in points:
-        ratio = point["runs"]["nft"][0]["step_cpu_time_median"] / point["runs"]["grpo"][0]["step_cpu_time_median"]
-        point["ratios"] = {key: {"median": ratio if key == "step_cpu_time_median" else 1.0, "min": 1.0, "max": ratio}
-                           for key in ("step_cpu_time_median", "step_time_median", "train_peak_extra_bytes")}
     options = {"model_size": "qwen-micro", "vocab": "qwen2.5", "batch_size": 2, "num_generations": 2,
-               "steps_per_generation": 2, "warmup": 1, "steps": 1}
-    study = speed.summarize_scaling(options, points)
+               "steps_per_generation": 2, "warmup": 1, "steps": 2, "memory_steps": 2}
+    study = speed.summarize_scaling(options, [point(n) for n in (256, 1024, 4096)])
     fits = study["growth_exponents"]
-    assert fits["grpo/step_cpu_time_median/checkpointing=False"] == pytest.approx(1.0)
+    assert fits["grpo/step_cpu_seconds/checkpointing=False"] == pytest.approx(1.0)
     assert fits["nft/train_peak_extra_bytes/checkpointing=False"] == pytest.approx(0.5)
     assert speed.growth_exponent([256], [1.0]) is None
     report = speed.scaling_report(study, "python benchmarks/speed.py --lengths 256 1024 4096", "CPU", 1, 6)
-    assert "| 4096 | 4.506 | 4.096 | 1.100 (1.000 – 1.100) |" in report
+    assert "| 4096 | 4.506 | 4.096 | 2 | 1.100 (1.100 – 1.100) | 1.100 | – | 1.0244 |" in report
+    assert "| 1024 | 1.024 | 1.024 | 2 | 1.000 (1.000 – 1.000) | 1.000 | 0.950 (0.950 – 0.950) |" in report
     assert "GRPO time ∝ length^1.00, peak ∝ length^0.50" in report
     # the full-logits column: 2 sequences × (6 + 4096) tokens × 151,665 × 4 bytes
     assert f"| {2 * 4102 * 151_665 * 4 / 2**20:.0f} |" in report
