@@ -2,12 +2,13 @@
 
 Trainer comparison — both trainers get the same random-init model, prompts, generations, `loss_type="dr_grpo"`
 (GRPO also `scale_rewards="none"`, i.e. Dr. GRPO, the configuration NFT reduces to on-policy).
-Step time: one process builds both trainers and runs them in two threads that take optimizer steps in strict turns
-(NFT, GRPO, NFT, …; only one runs at a time), so each pair of steps sees the same machine: on a shared machine the
-speed drifts by more than the 2 % being tested between runs minutes apart, but not between neighbouring steps.
-Ratios NFT/GRPO per pair of steps, summarised as median and min–max. Peak memory: one fresh process per trainer
-(CPU: the child's `ru_maxrss`, with glibc's mmap threshold fixed so freed tensors leave the resident set and RSS
-follows live memory; CUDA: `torch.cuda.max_memory_allocated`).
+Step time: one process builds both trainers on one shared model and runs them in two threads that take optimizer
+steps in strict turns (NFT, GRPO, NFT, …; only one runs at a time), so each pair of steps sees the same machine.
+Ratios NFT/GRPO per pair of steps, summarised as median and min–max. On CPU this still scatters by several per cent
+(an A/A control with two NFTTrainers shows how much), so the same process also times, precisely, the only code in
+which the trainers differ (`loss_path_seconds`, `time_label_code`): the *loss-path bound* on the step-time ratio.
+Peak memory: one fresh process per trainer (CPU: the child's `ru_maxrss`, with glibc's mmap threshold fixed so freed
+tensors leave the resident set and RSS follows live memory; CUDA: `torch.cuda.max_memory_allocated`).
 
 Loss micro-benchmark — `nft_per_token_loss` vs a transcription of TRL's clipped surrogate on (rows × tokens) float32
 inputs, forward + backward: median time, and the memory the autograd graph keeps between forward and backward
@@ -22,6 +23,8 @@ memory is compared with the size a full (batch × tokens × vocabulary) float32 
     python benchmarks/speed.py --device cuda --model-size 0.5b --results-name gpu_speed   # see gpu_speed.sh
     python benchmarks/speed.py --vocab qwen2.5 --model-size qwen-micro --lengths 256 1024 4096 \
         --results-name speed_scaling                                      # → results/speed_scaling.{md,json,png}
+    python benchmarks/speed.py --vocab qwen2.5 ... --lengths 256 1024 4096 --merge a.json b.json \
+        --results-name speed_scaling     # one report from studies run separately (e.g. one per checkpointing mode)
 """
 
 from __future__ import annotations
@@ -509,6 +512,24 @@ def summarize_scaling(options: dict, points: list[dict]) -> dict:
     return {"options": options, "points": points, "growth_exponents": fits}
 
 
+def merge_points(studies: list[list[dict]]) -> list[dict]:
+    """Points of several studies as one: a cell (length, checkpointing) seen again adds its memory runs to the first."""
+    cells: dict[tuple, dict] = {}
+    for points in studies:
+        for point in points:
+            key = (point["length"], point["gradient_checkpointing"])
+            if key not in cells:
+                cells[key] = {**point, "memory_runs": {name: list(point["memory_runs"][name]) for name in TRAINERS}}
+                continue
+            for name in TRAINERS:
+                cells[key]["memory_runs"][name] += point["memory_runs"][name]
+    for cell in cells.values():
+        memory = cell["memory_runs"]
+        cell["memory_ratios"] = {key: ratio_summary([r[key] for r in memory["nft"]], [r[key] for r in memory["grpo"]])
+                                 for key in ("peak_memory_bytes", "train_peak_extra_bytes")}
+    return sorted(cells.values(), key=lambda point: (point["gradient_checkpointing"], point["length"]))
+
+
 def step_cpu_seconds(point: dict, trainer: str) -> float:
     """Median CPU time per optimizer step of `trainer` in a comparison's turn-taking run."""
     return point["timing_summary"]["cpu_times"][f"{trainer}_median"]
@@ -542,7 +563,8 @@ def full_logits_bytes(options: dict, length: int, vocab_size: int, prompt_tokens
 def scaling_report(study: dict, command: str, device_name: str, threads: int, prompt_tokens: int) -> str:
     options = study["options"]
     shape = MODEL_SIZES[options["model_size"]]
-    pairs = len(study["points"][0]["memory_runs"]["nft"])
+    counts = sorted({len(point["memory_runs"]["nft"]) for point in study["points"]})
+    pairs = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     lines = [
         "# Cost vs completion length: NFTTrainer vs GRPOTrainer, real vocabulary",
         "",
@@ -566,7 +588,8 @@ def scaling_report(study: dict, command: str, device_name: str, threads: int, pr
         "plus NFT's label code per generation batch spread over its steps) / GRPO step time — the two trainers differ "
         "only in that code, and it is measured precisely where whole steps scatter by several per cent. "
         "*Peak memory*: "
-        f"{pairs} fresh process(es) per trainer, {options['memory_steps']} optimizer steps (generation, then a step "
+        f"{pairs} fresh process(es) per trainer and length (median), {options['memory_steps']} optimizer steps "
+        "(generation, then a step "
         "on buffered completions); max RSS during `train()` minus the max RSS before it (model, data and libraries "
         "excluded), with glibc's mmap threshold fixed at 64 KiB so freed tensors leave the resident set. "
         "*Full logits*: what one micro-batch's float32 (batch × tokens × vocabulary) logits tensor alone would take.",
@@ -591,7 +614,7 @@ def scaling_report(study: dict, command: str, device_name: str, threads: int, pr
             vocab_size = point["memory_runs"]["nft"][0]["vocab_size"]
             logits = full_logits_bytes(options, point["length"], vocab_size, prompt_tokens) / 2**20
             loss_path = point["timing_summary"].get("loss_path")
-            bound = f"{loss_path['bound']:.4f}" if loss_path else "–"
+            bound = f"{loss_path['bound']:.5f}" if loss_path else "–"
             control = (point.get("control_summary") or {}).get("cpu_times", {}).get("ratio")
             control_text = f"{control['median']:.3f} ({control['min']:.3f} – {control['max']:.3f})" if control else "–"
             lines.append(
@@ -866,6 +889,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --lengths: gradient checkpointing settings to measure")
     parser.add_argument("--control-lengths", type=int, nargs="*", default=[],
                         help="with --lengths: at these lengths also time an NFT/NFT turn-taking run (A/A control)")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="with --lengths: write one report from these finished studies' <name>.json files (memory "
+                             "runs of a cell measured in several studies are pooled; its first timing is kept)")
     parser.add_argument("--from-partial", type=Path,
                         help="with --lengths: write the report from a stopped study's <name>.partial.json instead")
     parser.add_argument("--loss-rows", type=int, default=64)
@@ -935,7 +961,10 @@ def run_scaling_study(args: argparse.Namespace, result: dict, argv) -> dict:
         raise SystemExit(f"--steps takes one value or one per length ({len(args.lengths)}), got {args.steps}")
     steps_by_length = dict(zip(args.lengths, args.steps)) if len(args.steps) > 1 else None
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    if args.from_partial is not None:
+    if args.merge:
+        study = summarize_scaling(options, merge_points([json.loads(path.read_text())["scaling"]["points"]
+                                                         for path in args.merge]))
+    elif args.from_partial is not None:
         study = summarize_scaling(options, json.loads(args.from_partial.read_text()))
     else:
         partial = args.output_dir / f"{args.results_name}.partial.json"

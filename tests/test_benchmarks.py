@@ -320,9 +320,27 @@ def test_scaling_summary_fits_growth_and_reports_ratios(speed, tmp_path):
     assert fits["nft/train_peak_extra_bytes/checkpointing=False"] == pytest.approx(0.5)
     assert speed.growth_exponent([256], [1.0]) is None
     report = speed.scaling_report(study, "python benchmarks/speed.py --lengths 256 1024 4096", "CPU", 1, 6)
-    assert "| 4096 | 4.506 | 4.096 | 2 | 1.100 (1.100 – 1.100) | 1.100 | – | 1.0244 |" in report
+    assert "| 4096 | 4.506 | 4.096 | 2 | 1.100 (1.100 – 1.100) | 1.100 | – | 1.02441 |" in report
     assert "| 1024 | 1.024 | 1.024 | 2 | 1.000 (1.000 – 1.000) | 1.000 | 0.950 (0.950 – 0.950) |" in report
     assert "GRPO time ∝ length^1.00, peak ∝ length^0.50" in report
     # the full-logits column: 2 sequences × (6 + 4096) tokens × 151,665 × 4 bytes
     assert f"| {2 * 4102 * 151_665 * 4 / 2**20:.0f} |" in report
     assert speed.scaling_plot(study, tmp_path / "plot.png") and (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_merged_studies_pool_memory_runs_and_keep_the_first_timing(speed):
+    def point(length, checkpointing, peaks, cpu):
+        memory = {name: [{"train_peak_extra_bytes": peak, "peak_memory_bytes": peak}] for name, peak in peaks.items()}
+        return {"length": length, "gradient_checkpointing": checkpointing, "timing_summary": {"cpu": cpu},
+                "memory_runs": memory}
+
+    first = [point(256, True, {"nft": 10, "grpo": 10}, 1.0), point(256, False, {"nft": 12, "grpo": 10}, 2.0)]
+    second = [point(256, False, {"nft": 10, "grpo": 10}, 3.0), point(1024, False, {"nft": 40, "grpo": 40}, 4.0)]
+    merged = speed.merge_points([first, second])
+    assert [(p["gradient_checkpointing"], p["length"]) for p in merged] == [(False, 256), (False, 1024), (True, 256)]
+    pooled = merged[0]
+    assert [r["train_peak_extra_bytes"] for r in pooled["memory_runs"]["nft"]] == [12, 10]
+    assert pooled["timing_summary"] == {"cpu": 2.0}  # the first study's timing of that cell
+    assert pooled["memory_ratios"]["train_peak_extra_bytes"]["per_pair"] == [1.2, 1.0]
+    assert first[1]["memory_runs"]["nft"] == [{"train_peak_extra_bytes": 12, "peak_memory_bytes": 12}]  # inputs kept
+
