@@ -97,25 +97,18 @@ class StepTimer:
     """Wall and CPU time between consecutive optimizer-step ends (generation, loss, backward and optimizer included)."""
 
     def __init__(self, cuda: bool):
-        from transformers import TrainerCallback
-
-        timer = self
-
-        class _Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                timer._tick(state)
-
-            def on_step_end(self, args, state, control, **kwargs):
-                timer._tick(state)
-
-        self.callback = _Callback()
         self.cuda = cuda
         self.times: list[float] = []
         self.cpu_times: list[float] = []  # this process's CPU time: robust to other jobs sharing the machine's cores
         self.tokens: list[int] = []
         self._last = None
 
-    def _tick(self, state) -> None:
+    def restart(self, state) -> None:
+        """Start the next interval now, without recording the time since the last tick."""
+        self._last = (time.perf_counter(), time.process_time(), state.num_input_tokens_seen)
+
+    def tick(self, state) -> None:
+        """Record the interval since the last tick (or restart) and start the next one."""
         if self.cuda:
             torch.cuda.synchronize()
         now, cpu_now = time.perf_counter(), time.process_time()
@@ -169,16 +162,16 @@ def turn_taking_timer(timer: StepTimer, turns: TakeTurns, name: str):
     class _Callback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             turns.wait(name)
-            timer._tick(state)
+            timer.restart(state)
 
         def on_step_end(self, args, state, control, **kwargs):
-            timer._tick(state)
+            timer.tick(state)
             # Python's collector is process-wide: a collection started in one trainer's step would also walk the
             # other trainer's objects and be charged to whichever step happened to trigger it. Collect between turns.
             gc.collect()
             turns.pass_on(name)
             turns.wait(name)  # logging after this step then counts in this trainer's next step, as in a single run
-            timer._last = (time.perf_counter(), time.process_time(), state.num_input_tokens_seen)
+            timer.restart(state)
 
     return _Callback()
 
@@ -245,8 +238,7 @@ def build_trainer(options: dict, callbacks: list, model=None):
 def run_trainer(options: dict) -> dict:
     """Peak memory of one trainer in this (fresh) process over `options["max_steps"]` optimizer steps."""
     cuda = options["device"] == "cuda"
-    timer = StepTimer(cuda)
-    trainer = build_trainer(options, [timer.callback])
+    trainer = build_trainer(options, [])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     memory_before_train = torch.cuda.memory_allocated() if cuda else maxrss_bytes()
@@ -254,7 +246,7 @@ def run_trainer(options: dict) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda else maxrss_bytes()
     return {
         "trainer": options["trainer"],
-        "steps": len(timer.times),
+        "steps": trainer.state.global_step,
         "peak_memory_bytes": peak,
         # what training added on top of the loaded model and data (on CPU: the max RSS before `train()`)
         "train_peak_extra_bytes": peak - memory_before_train,
