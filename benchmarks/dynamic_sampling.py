@@ -1,6 +1,6 @@
 """Dynamic-sampling benchmark (issue 11): generation spent per trained completion, and what it buys.
 
-On the offline carry-bug addition testbed (`trl_nft.arithmetic`), every variant trains NFT (ω = 1 − r̂, paper
+On the offline carry-bug addition testbed (`trl_nft.testing.arithmetic`), every variant trains NFT (ω = 1 − r̂, paper
 defaults) from the same supervised base model for the same number of optimizer steps, each step on the same number
 of completions:
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, TrainerCallback
 
-from trl_nft.arithmetic import (
+from trl_nft.testing.arithmetic import (
     AdditionTask,
     HeldoutAccuracyCallback,
     build_testbed,

@@ -1,5 +1,5 @@
 """Learning benchmark: NFT vs RFT vs GRPO vs Dr. GRPO on the offline carry-bug addition testbed
-(`trl_nft.arithmetic`).
+(`trl_nft.testing.arithmetic`).
 
 Every run starts from a cached supervised base model (seeds are RL seeds: sampling and prompt order), sees the same
 prompt set and number of samples, and is evaluated on the same held-out problems every `--eval-every` optimizer
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback
 
-from trl_nft.arithmetic import (
+from trl_nft.testing.arithmetic import (
     AdditionTask,
     HeldoutAccuracyCallback,
     PolicyDiagnostics,

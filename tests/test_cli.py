@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trl_nft import NFTConfig, cli, math_script
-from trl_nft.math_script import ScriptArguments
+from trl_nft import NFTConfig, cli
+from trl_nft.math_recipe import script as math_script
+from trl_nft.math_recipe.script import ScriptArguments
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("trl-nft")
 
@@ -66,7 +67,7 @@ def test_missing_model_is_named_plainly(capsys):
 
 def test_recipes_are_listed_and_resolved_by_name():
     listing = run_command("recipes").stdout
-    packaged = sorted(path.stem for path in (Path(cli.__file__).parent / "recipes").glob("*.yaml"))
+    packaged = sorted(path.stem for path in (Path(cli.__file__).parent / "math_recipe" / "recipes").glob("*.yaml"))
     assert len(packaged) >= 3 and all(name in listing for name in packaged)
     script_args, config, model_args = cli.parse_train_args(
         ["--recipe", "qwen2.5-math-7b", "--bf16", "false", "--use_vllm", "false", "--use_cpu", "true"]
@@ -104,7 +105,7 @@ def test_unknown_option_is_an_argparse_error(capsys):
 
 
 def test_example_script_shares_the_command_code(capsys):
-    from tests.test_benchmarks import load_script
+    from tests.benchmarks.test_benchmarks import load_script
 
     example = load_script("examples/nft_math.py")
     assert example.build_trainer is math_script.build_trainer  # one copy of the script logic

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.conftest import REPO_ROOT
-from trl_nft.tiny_models import save_tiny_model
+from trl_nft.testing.tiny_models import save_tiny_model
 
 HUB_MODEL = re.compile(r'"Qwen/[A-Za-z0-9.\-]+"')
 

@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_leaves
 from tests.conftest import tiny_args
 from trl_nft import NFTConfig, NFTTrainer
 from trl_nft.rewards import completion_text, math_accuracy_reward
-from trl_nft.tiny_models import build_tiny_qwen2
+from trl_nft.testing.tiny_models import build_tiny_qwen2
 
 
 def test_completion_of_only_the_stop_token_is_a_wrong_answer(qwen_tokenizer, tmp_path):

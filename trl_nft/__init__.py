@@ -1,5 +1,15 @@
 """Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) for Hugging Face TRL.
 
+Layers, each in its own place:
+
+* core: `config` (`NFTConfig`), `trainer` (`NFTTrainer`), `loss` (the objective), `labels` (rewards -> r, r̂), and the
+  trainer's helpers (`generation_state`, `completion_logs`, `dataset_checks`, `precision`);
+* `dynamic_sampling`: batches filled with informative groups;
+* `rewards`: verifiers usable as TRL reward functions;
+* `math_recipe`: the paper's math run (data, evaluation, training script, packaged recipes);
+* `testing`: tiny offline models and the arithmetic testbed, for tests, benchmarks and the demo;
+* `cli`: the `trl-nft` command.
+
 Heavy imports (trl, transformers) are deferred so that `trl_nft.loss` or `trl_nft.rewards` can be used alone.
 """
 

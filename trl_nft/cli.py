@@ -34,8 +34,8 @@ COMMON_TRL_OPTIONS = (
 
 # --------------------------------------------------------------------------------------------------- recipes
 def recipe_files() -> dict[str, Path]:
-    """Packaged paper recipes, name -> file (installed as package data under trl_nft/recipes)."""
-    folder = resources.files("trl_nft") / "recipes"
+    """Packaged paper recipes, name -> file (installed as package data under trl_nft/math_recipe/recipes)."""
+    folder = resources.files("trl_nft.math_recipe") / "recipes"
     return {Path(entry.name).stem: Path(str(entry)) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
             if entry.name.endswith(".yaml")}
 
@@ -122,7 +122,7 @@ def train_help(prog: str) -> str:
     from trl import ModelConfig
 
     from trl_nft.config import NFTConfig
-    from trl_nft.math_script import ScriptArguments
+    from trl_nft.math_recipe.script import ScriptArguments
 
     nft_own = NFTConfig.__dict__.get("__annotations__", {})
     nft_fields = [spec for spec in dataclasses.fields(NFTConfig) if spec.name in nft_own]
@@ -162,7 +162,7 @@ def build_parser(prog: str):
     from trl import ModelConfig, TrlParser
 
     from trl_nft.config import NFTConfig
-    from trl_nft.math_script import ScriptArguments
+    from trl_nft.math_recipe.script import ScriptArguments
 
     # A short usage line: argparse would otherwise print all ~230 options with every parsing error.
     return TrlParser((ScriptArguments, NFTConfig, ModelConfig), prog=prog, usage=TRAIN_USAGE.format(prog=prog))
@@ -190,7 +190,7 @@ def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
 
 def train(argv: list[str] | None = None, prog: str = f"{PROG} train"):
     """Parse the options and run the training; returns the trainer."""
-    from trl_nft.math_script import run
+    from trl_nft.math_recipe.script import run
 
     script_args, training_args, model_args = parse_train_args(sys.argv[1:] if argv is None else argv, prog)
     logging.basicConfig(level=logging.INFO)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         train(rest, prog=f"{PROG} train")
         return 0
     if command == "eval":
-        from trl_nft import evaluate
+        from trl_nft.math_recipe import evaluate
 
         evaluate.main(rest, prog=f"{PROG} eval")
         return 0

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from trl.data_utils import is_conversational
 
-from trl_nft.data import require_chat_template
-from trl_nft.rewards import MathAccuracyReward
+BUILD_HINT = "trl_nft.math_recipe.data.load_math_dataset(...) builds prompt/answer columns from problem/answer files"
 
-BUILD_HINT = "trl_nft.data.load_math_dataset(...) builds prompt/answer columns from problem/answer files"
+
+def require_chat_template(tokenizer, context: str) -> None:
+    """ValueError, starting with `context` and naming the fix, when `tokenizer` has no chat template."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    raise ValueError(
+        f"{context}, but the tokenizer {name!r} has no chat template to render them. Use plain-text prompts "
+        "(load_math_dataset(..., prompt_format='plain'), --prompt_format plain), or set tokenizer.chat_template."
+    )
 
 
 def _columns(dataset) -> list[str] | None:
@@ -30,13 +38,15 @@ def check_dataset(dataset, name: str, reward_funcs, processing_class) -> None:
             f"{name} has no 'prompt' column (its columns are {columns}); TRL generates from each row's 'prompt'. "
             f"Rename the column holding the prompts, e.g. dataset.rename_column('question', 'prompt'), or: {BUILD_HINT}."
         )
-    verifiers = [reward for reward in reward_funcs if isinstance(reward, MathAccuracyReward)]
-    if verifiers and not {"answer", "solution"} & set(columns):
-        raise ValueError(
-            f"{name} has no 'answer' (or 'solution') column (its columns are {columns}), which "
-            f"{verifiers[0].__name__} compares completions with. Rename the gold-answer column to 'answer', or: "
-            f"{BUILD_HINT}."
-        )
+    for reward in reward_funcs:
+        # Verifiers declare the columns they may read the gold answer from (`MathAccuracyReward.gold_columns`).
+        gold_columns = getattr(reward, "gold_columns", None)
+        if gold_columns and not set(gold_columns) & set(columns):
+            wanted = " (or ".join(repr(c) for c in gold_columns) + ")" * (len(gold_columns) - 1)
+            raise ValueError(
+                f"{name} has no {wanted} column (its columns are {columns}), which {reward.__name__} compares "
+                f"completions with. Rename the gold-answer column to {gold_columns[0]!r}, or: {BUILD_HINT}."
+            )
     if len(dataset) > 0 and is_conversational(dataset[0]):
         require_chat_template(processing_class, f"{name} holds conversational prompts")
 

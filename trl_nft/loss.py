@@ -175,11 +175,19 @@ def spread_sequence_loss(sequence_loss: torch.Tensor, mask: torch.Tensor) -> tor
     return sequence_loss * mask / mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
+def loss_token_mask(batch: dict) -> torch.Tensor:
+    """Completion tokens that count in the loss: TRL's completion mask, without tool-output tokens when present."""
+    if "tool_mask" in batch:
+        return batch["completion_mask"] * batch["tool_mask"]
+    return batch["completion_mask"]
+
+
 __all__ = [
     "LEVELS",
     "NFTLossTerms",
     "PROMPT_WEIGHTINGS",
     "log_of_straight_through_max",
+    "loss_token_mask",
     "nft_loss_terms",
     "nft_log_ratio",
     "nft_per_token_loss",

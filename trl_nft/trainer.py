@@ -28,8 +28,8 @@ from trl import GRPOTrainer
 from trl_nft import completion_logs, generation_state
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
-from trl_nft.dynamic_sampling_trainer import DynamicSamplingMixin
-from trl_nft.loss import nft_loss_terms, spread_sequence_loss
+from trl_nft.dynamic_sampling.mixin import DynamicSamplingMixin
+from trl_nft.loss import loss_token_mask, nft_loss_terms, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
 from trl_nft.precision import low_precision_warning
 
@@ -347,13 +347,6 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
 
         local_max = (ratio * torch.ones_like(mask, dtype=ratio.dtype)).masked_fill(mask == 0, 0.0).max()
         metrics["nft/ratio_max"].append(self.accelerator.gather(local_max.reshape(1)).max().item())
-
-
-def loss_token_mask(batch: dict) -> torch.Tensor:
-    """Completion tokens that count in the loss: the completion mask, without tool-output tokens when present."""
-    if "tool_mask" in batch:
-        return batch["completion_mask"] * batch["tool_mask"]
-    return batch["completion_mask"]
 
 
 _MULTIMODAL_KEYS = (

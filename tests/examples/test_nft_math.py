@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, SHARED_DATA, free_port
-from trl_nft.tiny_models import save_tiny_model
+from trl_nft.testing.tiny_models import save_tiny_model
 
 MATH500 = SHARED_DATA / "math_eval" / "math500.jsonl"
 RECIPES = sorted((REPO_ROOT / "examples" / "recipes").glob("*.yaml"))

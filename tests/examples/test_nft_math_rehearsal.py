@@ -1,4 +1,4 @@
-"""Production rehearsal of the main job on CPU: `examples/nft_math.py` with the 7B recipe, then `trl_nft.evaluate`.
+"""Production rehearsal of the main job on CPU: `examples/nft_math.py` with the 7B recipe, then `trl_nft.math_recipe.evaluate`.
 
 The recipe (`examples/recipes/qwen2.5-math-7b.yaml`) runs unchanged except for size and hardware: a tiny random-init
 Qwen2 over the real Qwen2.5 tokenizer instead of the 7B model, MATH500 from ../shared, 2 CPU processes with
@@ -26,7 +26,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT, SHARED_DATA, free_port
-from trl_nft.data import PAPER_INSTRUCTION
+from trl_nft.math_recipe.data import PAPER_INSTRUCTION
 from trl_nft.rewards import math_accuracy_reward
 
 MATH_EVAL = SHARED_DATA / "math_eval"
@@ -60,7 +60,7 @@ def recipe_overrides(model_dir, output_dir) -> list[str]:
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     pytest.importorskip("deepspeed")
-    from trl_nft.tiny_models import QwenTokenizerUnavailable, save_tiny_model
+    from trl_nft.testing.tiny_models import QwenTokenizerUnavailable, save_tiny_model
 
     root = tmp_path_factory.mktemp("rehearsal")
     try:
@@ -135,7 +135,7 @@ def test_training_logs_nft_and_dynamic_sampling_and_saves_card_and_weights(rehea
 
 
 def test_evaluate_scores_the_checkpoint(rehearsal, tmp_path):
-    from trl_nft.evaluate import main as evaluate
+    from trl_nft.math_recipe.evaluate import main as evaluate
 
     output = tmp_path / "results.json"
     results = evaluate(["--model", str(rehearsal["output_dir"] / f"checkpoint-{MAX_STEPS}"), "--benchmarks",

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 from trl_nft import NFTConfig, NFTTrainer  # noqa: E402
-from trl_nft.tiny_models import build_char_tokenizer, build_tiny_qwen2  # noqa: E402
+from trl_nft.testing.tiny_models import build_char_tokenizer, build_tiny_qwen2  # noqa: E402
 
 
 def parity_reward(completions, **kwargs):

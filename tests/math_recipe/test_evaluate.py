@@ -1,0 +1,117 @@
+"""Tests for trl_nft.math_recipe.evaluate: a tiny random model runs end to end, and an oracle generator scores 100%."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trl_nft.math_recipe.evaluate import BENCHMARKS, evaluate_benchmarks, main, markdown_table, render_prompts
+
+from tests.conftest import SHARED_DATA
+
+MATH_EVAL = SHARED_DATA / "math_eval"
+PAPER_HEADER = "| Model | AIME24 | MATH500 | AIME25 | AMC23 | Olympiad | Minerva | Avg |"
+
+
+@pytest.fixture
+def data_dir():
+    if not MATH_EVAL.is_dir():
+        pytest.skip(f"shared benchmark data not found at {MATH_EVAL}")
+    return MATH_EVAL
+
+
+def _oracle(data_dir: Path, limit: int):
+    """A generator that answers every benchmark prompt with its gold answer in a box."""
+    from trl_nft.math_recipe.data import load_math_dataset
+
+    gold_by_prompt = {}
+    for name in BENCHMARKS:
+        dataset = load_math_dataset(data_dir / f"{name}.jsonl", prompt_format="plain", limit=limit)
+        gold_by_prompt.update(zip(dataset["prompt"], dataset["answer"]))
+    return lambda prompts: [f"Reasoning... so the answer is $\\boxed{{{gold_by_prompt[p]}}}$." for p in prompts]
+
+
+def test_oracle_scores_100_on_every_benchmark_with_paper_k(data_dir):
+    results = evaluate_benchmarks(_oracle(data_dir, limit=3), data_dir, limit=3)
+    assert list(results["benchmarks"]) == list(BENCHMARKS)
+    for name, entry in results["benchmarks"].items():
+        assert entry["accuracy"] == 100.0, name
+        assert entry["k"] == BENCHMARKS[name].paper_samples
+        assert entry["num_samples"] == 3 * entry["k"]
+    assert results["average"] == 100.0
+    assert results["benchmarks"]["aime24"]["k"] == 32 and results["benchmarks"]["math500"]["k"] == 1
+
+
+def test_wrong_generator_scores_zero_and_table_keeps_paper_order(data_dir):
+    results = evaluate_benchmarks(
+        lambda prompts: [r"\boxed{-123456789}" for _ in prompts],
+        data_dir,
+        benchmarks=["math500", "aime24"],
+        n_samples_override=2,
+        limit=2,
+    )
+    assert results["benchmarks"]["aime24"]["accuracy"] == 0.0
+    table = markdown_table(results, "wrong")
+    assert table.splitlines()[0] == PAPER_HEADER
+    assert table.splitlines()[2] == "| wrong | 0.0 | 0.0 | – | – | – | – | 0.0 |"
+
+
+def test_prompts_use_the_chat_template_only_when_there_is_one(data_dir):
+    from trl_nft.math_recipe.data import load_math_dataset
+    from trl_nft.testing.tiny_models import build_char_tokenizer
+
+    dataset = load_math_dataset(data_dir / "aime24.jsonl", limit=1)
+    tokenizer = build_char_tokenizer()
+    plain = render_prompts(dataset, tokenizer)
+    assert plain == render_prompts(dataset, None)
+    tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    templated = render_prompts(dataset, tokenizer)
+    assert templated[0] == f"<user>{plain[0]}<assistant>"
+
+
+def test_tiny_random_model_runs_every_benchmark_from_the_command_line(data_dir, tmp_path, capsys):
+    from trl_nft.testing.tiny_models import build_char_tokenizer, build_tiny_qwen2
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_qwen2(tokenizer, seed=0)
+    model_dir = tmp_path / "tiny-qwen2"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    output = tmp_path / "eval" / "results.json"
+
+    results = main(
+        [
+            "--model", str(model_dir), "--data-dir", str(data_dir), "--output", str(output),
+            "--backend", "transformers", "--limit", "2", "--max-new-tokens", "8",
+            "--n-samples-override", "1", "--batch-size", "2",
+        ]
+    )  # fmt: skip
+
+    saved = json.loads(output.read_text())
+    assert saved["backend"] == "transformers"
+    assert saved["sampling"]["max_new_tokens"] == 8
+    assert list(saved["benchmarks"]) == list(BENCHMARKS)
+    for entry in saved["benchmarks"].values():
+        assert entry["num_problems"] == 2 and entry["num_samples"] == 2
+        assert 0.0 <= entry["accuracy"] <= 100.0
+    assert saved["average"] == results["average"]
+    table = output.with_suffix(".md").read_text()
+    assert table.splitlines()[0] == PAPER_HEADER
+    assert PAPER_HEADER in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [("7b", dict(temperature=0.6, top_p=0.7, max_new_tokens=3584)),  # NFT_7B: 4096 context - 512 prompt tokens
+     ("32b", dict(temperature=1.0, top_p=0.7, max_new_tokens=7168))],  # NFT_32B: 8192 context - 1024
+)
+def test_paper_settings_per_model_size(size, expected):
+    from trl_nft.math_recipe.evaluate import build_parser, sampling_settings
+
+    settings = sampling_settings(build_parser().parse_args(["--model", "m", "--data-dir", "d", "--paper-settings", size]))
+    assert {key: getattr(settings, key) for key in expected} == expected
+    overridden = sampling_settings(build_parser().parse_args(
+        ["--model", "m", "--data-dir", "d", "--paper-settings", size, "--temperature", "0.0"]))
+    assert overridden.temperature == 0.0 and overridden.max_new_tokens == expected["max_new_tokens"]

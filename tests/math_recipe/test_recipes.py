@@ -1,0 +1,72 @@
+"""The packaged recipes carry the official values in our units (README "Recipe audit")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trl_nft.math_recipe.official_scale import OFFICIAL_WORLD_SIZES, equivalent_max_grad_norm
+
+from tests.conftest import REPO_ROOT
+
+RECIPE_DIR = REPO_ROOT / "trl_nft" / "math_recipe" / "recipes"
+# recipe -> (GPUs of its launch config, official run it reproduces or None)
+RECIPES = {
+    "qwen2.5-math-7b": (8, "7b"),
+    "qwen2.5-32b": (32, "32b"),
+    "qwen2.5-math-1.5b-single-gpu": (1, None),
+}
+OFFICIAL_WARMUP_ROLLOUT_STEPS = 10  # train_7B.sh / train_32B.sh: actor_rollout_ref.actor.optim.lr_warmup_steps=10
+PAPER_ROLLOUT_STEPS = 320
+OFFICIAL_LENGTHS = {"7b": (512, 3584), "32b": (2048, 14_336)}  # (max_prompt_length, max_response_length)
+OFFICIAL_SEQUENCES_PER_STEP = 512  # train_prompt_mini_bsz 32 prompts x n_resp_per_prompt 16
+
+
+def load(name):
+    return yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text())
+
+
+def steps_per_generation(recipe, gpus):
+    completions_per_step = recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] * gpus
+    assert recipe["generation_batch_size"] % completions_per_step == 0
+    return recipe["generation_batch_size"] // completions_per_step
+
+
+def test_every_recipe_is_audited():
+    assert sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_warm_up_counts_rollout_steps(name):
+    gpus, _ = RECIPES[name]
+    recipe = load(name)
+    assert recipe["warmup_steps"] == OFFICIAL_WARMUP_ROLLOUT_STEPS * steps_per_generation(recipe, gpus)
+
+
+@pytest.mark.parametrize("name", [name for name, (_, official) in RECIPES.items() if official])
+def test_paper_recipes_match_the_official_run(name):
+    gpus, official = RECIPES[name]
+    recipe = load(name)
+    per_rollout = steps_per_generation(recipe, gpus)
+    assert per_rollout == 16  # the paper's 16 optimizer steps per rollout step
+    assert recipe["generation_batch_size"] == 512 * recipe["num_generations"] and recipe["num_generations"] == 16
+    assert recipe["max_steps"] == PAPER_ROLLOUT_STEPS * per_rollout and "num_train_epochs" not in recipe
+    assert (recipe["max_prompt_length"], recipe["max_completion_length"]) == OFFICIAL_LENGTHS[official]
+    expected_clip = equivalent_max_grad_norm(1.0, OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
+                                             OFFICIAL_WORLD_SIZES[official])
+    assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=1e-3)
+    assert recipe["vllm_importance_sampling_correction"] is False  # the official runs had no such correction
+    assert recipe["dynamic_sampling"] and recipe["max_generation_rounds"] == 10  # filter_groups, max_num_gen_batches
+    assert recipe["dynamic_sampling_first_round_oversample"] == 3  # gen_batch_size = 3 x train_batch_size
+    assert recipe["loss_type"] == "dr_grpo" and recipe["beta"] == 0.0 and recipe["entropy_coef"] == 0.0
+    assert recipe["learning_rate"] == 1e-6 and recipe["weight_decay"] == 0.1 and recipe["temperature"] == 1.0
+
+
+def test_single_gpu_recipe_keeps_fp32_master_weights():
+    recipe = load("qwen2.5-math-1.5b-single-gpu")
+    assert recipe["dtype"] == "float32" and recipe["bf16"] is True and "deepspeed" not in recipe
+    expected_clip = equivalent_max_grad_norm(1.0, OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
+                                             OFFICIAL_WORLD_SIZES["7b"])
+    assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=2e-3)

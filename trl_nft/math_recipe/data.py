@@ -1,0 +1,333 @@
+r"""Math prompt datasets in the NFT paper's format, ready for TRL trainers and `trl_nft.math_recipe.evaluate`.
+
+Every loader returns a `datasets.Dataset` with three columns:
+
+- ``prompt``: the problem followed by the paper's instruction
+  "Please reason step by step, and put your final answer within \boxed{}.", either as plain text or as a
+  conversational ``[{"role": "user", "content": ...}]`` prompt (TRL then applies the model's chat template);
+- ``answer``: the gold final answer (read by `trl_nft.rewards.math_accuracy_reward`);
+- ``problem``: the bare problem text.
+
+Sources understood by `load_math_dataset`:
+
+- DAPO-Math-17k (the paper's training set; hub name ``BytedTsinghua-SIA/DAPO-Math-17k``, or a local copy):
+  ``prompt`` is a chat list whose user message wraps the problem in DAPO's "Answer:" instructions (stripped here)
+  and ``reward_model.ground_truth`` holds the answer. The hub copy repeats each problem many times, so
+  duplicates are dropped by default for this schema;
+- MATH-style files with ``problem`` + ``answer`` (or ``problem`` + a ``solution`` ending in ``\boxed{}``);
+- GSM8K files with ``question`` + ``answer`` (reasoning then ``#### N``: the gold is ``N``);
+- any local json/jsonl/parquet/csv file or directory, or hub dataset, with those (or explicitly named) columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from trl_nft.dataset_checks import require_chat_template
+from trl_nft.rewards import extract_gold_answer, strip_invisible_chars
+
+logger = logging.getLogger(__name__)
+
+PAPER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+DAPO_HUB_NAME = "BytedTsinghua-SIA/DAPO-Math-17k"
+PROMPT_FORMATS = ("chat", "plain")
+
+# DAPO-Math-17k wraps each problem in instructions for its own "Answer: N" format; NFT uses \boxed{} instead.
+DAPO_PREFIX = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem."
+)
+DAPO_SUFFIX = 'Remember to put your answer on its own line after "Answer:".'
+
+# Short names for hub datasets: name -> (hub path, config).
+HUB_ALIASES = {
+    "dapo-math-17k": (DAPO_HUB_NAME, None),
+    "dapo": (DAPO_HUB_NAME, None),
+    "gsm8k": ("openai/gsm8k", "main"),
+}
+NO_PROBLEM = "without a usable problem (missing or empty)"
+NO_ANSWER = "without a usable answer (missing, empty, NaN, boolean or an unsupported type)"
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+PROBLEM_COLUMNS = ("problem", "question", "prompt", "query", "input")
+ANSWER_COLUMNS = ("answer", "final_answer", "ground_truth", "solution", "target", "gt")
+
+
+def with_instruction(problem: str) -> str:
+    """``problem`` followed by the paper's step-by-step/\\boxed{} instruction (not added twice)."""
+    problem = problem.strip()
+    if problem.endswith(PAPER_INSTRUCTION):
+        return problem
+    return f"{problem}\n{PAPER_INSTRUCTION}"
+
+
+def build_prompt(problem: str, prompt_format: str = "chat", system_prompt: str | None = None) -> str | list[dict]:
+    """The prompt for one problem: plain text, or a conversational prompt (optionally with a system message)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    text = with_instruction(problem)
+    if prompt_format == "plain":
+        return text if system_prompt is None else f"{system_prompt}\n\n{text}"
+    messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    return messages + [{"role": "user", "content": text}]
+
+
+def strip_dapo_template(text: str) -> str:
+    """The bare problem from a DAPO-Math-17k user message (its "Answer:" instructions removed)."""
+    text = text.strip()
+    if text.startswith(DAPO_PREFIX):
+        text = text[len(DAPO_PREFIX) :]
+    if text.endswith(DAPO_SUFFIX):
+        text = text[: -len(DAPO_SUFFIX)]
+    return text.strip()
+
+
+def _message_text(value: Any) -> str | None:
+    """Text of a problem cell: a string, or the last user message of a chat list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        users = [m for m in value if isinstance(m, dict) and m.get("role", "user") == "user"]
+        if users and isinstance(users[-1].get("content"), str):
+            return users[-1]["content"]
+    return None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _problem_from_row(value: Any) -> str | None:
+    text = _message_text(value)
+    if text is None:
+        return None
+    text = strip_invisible_chars(strip_dapo_template(text))
+    if text.endswith(PAPER_INSTRUCTION):  # math_eval problems already carry it; `build_prompt` adds it back once
+        text = text[: -len(PAPER_INSTRUCTION)].strip()
+    return text or None
+
+
+def _answer_from_row(value: Any) -> str | None:
+    if isinstance(value, dict):  # DAPO's reward_model struct
+        value = value.get("ground_truth")
+    if _is_missing(value):
+        return None
+    # numbers (csv/parquet may type "18" as 18.0) and lists are written out; booleans and other types give None
+    return extract_gold_answer(value)
+
+
+def _pick_column(
+    columns: list[str], wanted: str | None, candidates: tuple[str, ...], kind: str, source_name: str = "dataset"
+) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{source_name}: {kind} column {wanted!r} not found; its columns are {columns}")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(
+        f"{source_name}: no {kind} column (looked for {list(candidates)}); its columns are {columns}. Name the "
+        f"column holding the {kind} with {kind}_column='...'"
+    )
+
+
+def check_chat_template(tokenizer, prompt_format: str, source_name: str = "dataset") -> None:
+    """Chat prompts are rendered with the tokenizer's chat template: fail now, with the fix, if it has none."""
+    if prompt_format == "chat" and tokenizer is not None:
+        require_chat_template(tokenizer, f"{source_name}: prompt_format='chat' builds conversational prompts")
+
+
+def _is_dapo_schema(columns: list[str]) -> bool:
+    return "prompt" in columns and "reward_model" in columns
+
+
+def _resolve_local(path: Path, split: str):
+    """Load a local file, or the ``split`` file of a local directory."""
+    from datasets import load_dataset
+
+    if path.is_dir():
+        for suffix in FILE_BUILDERS:
+            candidate = path / f"{split}{suffix}"
+            if candidate.is_file():
+                return _resolve_local(candidate, split)
+        return load_dataset(str(path), split=split)
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(f"unsupported file type {path.suffix!r} for {path} (use one of {sorted(FILE_BUILDERS)})")
+    return load_dataset(builder, data_files=str(path), split="train")  # a lone file is always split "train"
+
+
+def load_raw_dataset(source: str | Path, split: str = "train"):
+    """Load ``source`` unchanged: a local file/directory, a short alias (``dapo-math-17k``, ``gsm8k``) or a hub name.
+
+    Hub names need internet access; local paths never touch the network.
+    """
+    from datasets import load_dataset
+
+    path = Path(source).expanduser()
+    if path.exists():
+        return _resolve_local(path, split)
+    name, config = HUB_ALIASES.get(str(source).lower(), (str(source), None))
+    return load_dataset(name, config, split=split)
+
+
+def to_math_prompts(
+    dataset,
+    prompt_format: str = "chat",
+    problem_column: str | None = None,
+    answer_column: str | None = None,
+    deduplicate: bool | None = None,
+    system_prompt: str | None = None,
+    source_name: str = "dataset",
+):
+    """Convert a raw dataset into ``prompt``/``answer``/``problem`` columns, dropping rows without both.
+
+    Columns are detected (DAPO, MATH, GSM8K schemas) unless named. ``deduplicate=None`` drops repeated
+    (problem, answer) pairs only for the DAPO schema. Raises ValueError when no usable row remains.
+    """
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    columns = list(dataset.column_names)
+    is_dapo = _is_dapo_schema(columns) and problem_column is None and answer_column is None
+    if is_dapo:
+        problem_key, answer_key = "prompt", "reward_model"
+    else:
+        problem_key = _pick_column(columns, problem_column, PROBLEM_COLUMNS, "problem", source_name)
+        answer_key = _pick_column(columns, answer_column, ANSWER_COLUMNS, "answer", source_name)
+    total = len(dataset)
+    drop_reasons = Counter()
+
+    def convert(batch: dict) -> dict:
+        problems = [_problem_from_row(value) for value in batch[problem_key]]
+        answers = [_answer_from_row(value) for value in batch[answer_key]]
+        keep = [p is not None and a is not None for p, a in zip(problems, answers)]
+        drop_reasons.update(NO_PROBLEM if p is None else NO_ANSWER for p, k in zip(problems, keep) if not k)
+        problems = [p for p, k in zip(problems, keep) if k]
+        answers = [a for a, k in zip(answers, keep) if k]
+        prompts = [build_prompt(p, prompt_format, system_prompt) for p in problems]
+        # Fresh column names: reusing an input name (e.g. a float `answer` from csv) would cast back to its type.
+        return {"new_prompt": prompts, "new_answer": answers, "new_problem": problems}
+
+    # No cache reuse: datasets fingerprints `convert` without the helpers it calls, so a cached result could
+    # silently come from an older version of this module.
+    converted = dataset.map(
+        convert, batched=True, remove_columns=columns, load_from_cache_file=False, desc=f"Formatting {source_name}"
+    )
+    dropped = total - len(converted)
+    if dropped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(drop_reasons.items()))
+        logger.warning("%s: dropped %d of %d rows (%s)", source_name, dropped, total, reasons)
+    if len(converted) == 0:
+        raise ValueError(
+            f"{source_name}: no usable rows (need a problem and a gold answer) among {total}; "
+            f"columns were {columns}, read problem from {problem_key!r} and answer from {answer_key!r}"
+        )
+    converted = converted.rename_columns({f"new_{name}": name for name in ("prompt", "answer", "problem")})
+    if deduplicate or (deduplicate is None and is_dapo):
+        seen: set[tuple[str, str]] = set()
+
+        def first_time(row: dict) -> bool:
+            key = (row["problem"], row["answer"])
+            if key in seen:
+                return False
+            seen.add(key)
+            return True
+
+        before = len(converted)
+        converted = converted.filter(first_time, load_from_cache_file=False, desc=f"Deduplicating {source_name}")
+        duplicates = before - len(converted)
+        logger.info("%s: dropped %d duplicate problems, %d remain", source_name, duplicates, len(converted))
+    logger.info("%s: %d prompts (%s format)", source_name, len(converted), prompt_format)
+    return converted
+
+
+def prompt_token_counts(prompts: list, tokenizer) -> list[int]:
+    """Tokens of each prompt as TRL 1.16's `GRPOTrainer` tokenizes it for generation.
+
+    A conversational prompt is rendered with the tokenizer's chat template and the generation prompt
+    (`apply_chat_template(..., add_generation_prompt=True)`); a plain one is tokenized as is (`tokenizer(text)`).
+    """
+    prompts = list(prompts)  # a `datasets` column is not a list; the tokenizer wants one
+    if not prompts:
+        return []
+    if isinstance(prompts[0], list):
+        require_chat_template(tokenizer, "chat prompts are counted as TRL renders them")
+        rendered = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return [len(ids) for ids in rendered["input_ids"]]
+    return [len(ids) for ids in tokenizer(text=prompts)["input_ids"]]
+
+
+def drop_long_prompts(dataset, tokenizer, max_prompt_tokens: int, source_name: str = "dataset"):
+    """Keep the rows whose ``prompt`` is at most ``max_prompt_tokens`` tokens (see `prompt_token_counts`).
+
+    As the official NFT run does (NVlabs/NFT `train_7B.sh:46,76`: a 512-token budget, `filter_overlong_prompts`):
+    drop, not truncate — a truncated math problem is a different problem. The number dropped is logged;
+    ValueError if none remain.
+    """
+    if isinstance(max_prompt_tokens, bool) or not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be a positive integer, got {max_prompt_tokens!r}")
+    if tokenizer is None:
+        raise ValueError("max_prompt_tokens needs the model's tokenizer (tokenizer=...) to count prompt tokens")
+
+    def short_enough(batch: dict) -> list[bool]:
+        return [count <= max_prompt_tokens for count in prompt_token_counts(batch["prompt"], tokenizer)]
+
+    total = len(dataset)
+    kept = dataset.filter(short_enough, batched=True, load_from_cache_file=False,
+                          desc=f"Dropping {source_name} prompts over {max_prompt_tokens} tokens")
+    dropped = total - len(kept)
+    if dropped:
+        logger.warning("%s: dropped %d of %d prompts longer than max_prompt_tokens=%d tokens",
+                       source_name, dropped, total, max_prompt_tokens)
+    if len(kept) == 0:
+        raise ValueError(f"{source_name}: all {total} prompts are longer than max_prompt_tokens={max_prompt_tokens}")
+    return kept
+
+
+def load_math_dataset(
+    source: str | Path,
+    split: str = "train",
+    prompt_format: str = "chat",
+    limit: int | None = None,
+    problem_column: str | None = None,
+    answer_column: str | None = None,
+    deduplicate: bool | None = None,
+    system_prompt: str | None = None,
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
+):
+    """Load a math dataset as ``prompt``/``answer``/``problem`` columns in the NFT paper's prompt format.
+
+    ``source``: a local json/jsonl/parquet/csv file, a directory holding ``{split}.jsonl`` (etc.), a hub dataset
+    name, or the aliases ``"dapo-math-17k"``/``"gsm8k"``. ``split`` is ignored for a single local file.
+    ``prompt_format``: ``"chat"`` (conversational, the default) or ``"plain"`` text. ``limit`` keeps the first
+    N usable rows. ``max_prompt_tokens`` drops prompts longer than that many tokens of ``tokenizer`` (the model's;
+    chat prompts are counted with its chat template, as TRL renders them), before ``limit`` applies. Given a
+    ``tokenizer`` without a chat template, ``prompt_format="chat"`` is refused at once (use ``"plain"``). See
+    `to_math_prompts` for the other arguments.
+
+    Example::
+
+        train = load_math_dataset("dapo-math-17k")                       # needs internet
+        test = load_math_dataset("../shared/data/gsm8k", split="test", prompt_format="plain", limit=100)
+    """
+    check_chat_template(tokenizer, prompt_format, source_name=str(source))
+    raw = load_raw_dataset(source, split)
+    dataset = to_math_prompts(
+        raw,
+        prompt_format=prompt_format,
+        problem_column=problem_column,
+        answer_column=answer_column,
+        deduplicate=deduplicate,
+        system_prompt=system_prompt,
+        source_name=str(source),
+    )
+    if max_prompt_tokens is not None:
+        dataset = drop_long_prompts(dataset, tokenizer, max_prompt_tokens, source_name=str(source))
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset

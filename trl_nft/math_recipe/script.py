@@ -1,0 +1,170 @@
+"""The paper's math training run (arXiv 2505.18116): script options, datasets, rewards, trainer, end of run.
+
+Shared by `trl-nft train` (`trl_nft.cli`) and `examples/nft_math.py`; parsing and `--help` live in `trl_nft.cli`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import ModelConfig, get_peft_config, get_quantization_config
+
+from trl_nft.config import NFTConfig
+from trl_nft.math_recipe.data import HUB_ALIASES, PROMPT_FORMATS, load_math_dataset
+from trl_nft.rewards.registry import REGISTERED_REWARDS, resolve_reward_funcs
+from trl_nft.trainer import NFTTrainer
+
+
+@dataclass
+class ScriptArguments:
+    """Options of the math training script itself (next to every NFTConfig / GRPOConfig / ModelConfig option)."""
+
+    dataset_name: str = field(
+        default="dapo-math-17k",
+        metadata={
+            "help": "Training prompts: 'dapo-math-17k' (the paper's set, from the hub), 'gsm8k', a hub dataset name, "
+            "or a local json/jsonl/parquet/csv file or directory with problem/answer (or question/answer) columns."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of dataset_name to train on."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training prompts."})
+    prompt_format: str = field(
+        default="chat",
+        metadata={
+            "help": "'chat' (conversational prompt, rendered with the tokenizer's chat template; the paper) or "
+            "'plain' text (for tokenizers without a chat template).",
+            "choices": list(PROMPT_FORMATS),
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts longer than this many tokens (chat template applied) are dropped, counted and logged, as "
+            "the official data pipeline did; official 512 for 7B, 2048 for 32B; None = keep all."
+        },
+    )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out benchmark evaluated during training (set eval_strategy='steps' and eval_steps), e.g. "
+            "a math_eval jsonl such as math500.jsonl. eval 'reward' is then its accuracy."
+        },
+    )
+    eval_dataset_split: str = field(default="test", metadata={"help": "Split of eval_dataset_name."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N eval problems."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_accuracy_reward"],
+        metadata={
+            "help": "Reward functions (verifiers), weighted by reward_weights: registered names "
+            f"({', '.join(REGISTERED_REWARDS)}) or dotted import paths such as my_pkg.my_module.my_reward. "
+            "Default: math_accuracy_reward (the paper's)."
+        },
+    )
+    answer_format: str = field(
+        default="boxed",
+        metadata={
+            "help": "math_accuracy_reward's answer extraction: 'boxed' (last \\boxed{}, the paper), 'gsm8k', 'auto'.",
+            "choices": ["boxed", "gsm8k", "auto"],
+        },
+    )
+    reward_timeout: float = field(
+        default=5.0, metadata={"help": "math_accuracy_reward: seconds allowed to verify one completion."}
+    )
+    reward_workers: int | None = field(
+        default=None, metadata={"help": "math_accuracy_reward: verifier processes (default: CPUs, at most 8)."}
+    )
+
+
+def card_dataset_name(dataset_name: str) -> str | None:
+    """The dataset as the model card should name it: a hub id (aliases expanded), or None for a local path."""
+    if Path(dataset_name).expanduser().exists():
+        return None
+    return HUB_ALIASES.get(dataset_name.lower(), (dataset_name, None))[0]
+
+
+def _load_tokenizer(model_args: ModelConfig, training_args: NFTConfig):
+    """The model's tokenizer, for the prompt-length filter (TRL loads its own copy for training)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+
+
+def load_datasets(script_args: ScriptArguments, training_args: NFTConfig, model_args: ModelConfig):
+    """(train, eval or None) datasets in the paper's prompt format."""
+    tokenizer = None
+    if script_args.max_prompt_length is not None or script_args.prompt_format == "chat":
+        tokenizer = _load_tokenizer(model_args, training_args)  # also lets the loader check the chat template
+    common = dict(prompt_format=script_args.prompt_format, tokenizer=tokenizer,
+                  max_prompt_tokens=script_args.max_prompt_length)
+    train_dataset = load_math_dataset(script_args.dataset_name, split=script_args.dataset_split,
+                                      limit=script_args.max_train_samples, **common)
+    eval_dataset = None
+    if script_args.eval_dataset_name:
+        eval_dataset = load_math_dataset(script_args.eval_dataset_name, split=script_args.eval_dataset_split,
+                                         limit=script_args.max_eval_samples, **common)
+    elif training_args.eval_strategy != "no":
+        raise ValueError(f"eval_strategy={training_args.eval_strategy!r} needs --eval_dataset_name")
+    return train_dataset, eval_dataset
+
+
+def build_trainer(script_args: ScriptArguments, training_args: NFTConfig, model_args: ModelConfig) -> NFTTrainer:
+    """Datasets, rewards and trainer for the given arguments (separate from `run` so tests can inspect it)."""
+    model_init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+                         "dtype": model_args.dtype, "trust_remote_code": training_args.trust_remote_code}
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+
+    reward_funcs = resolve_reward_funcs(
+        script_args.reward_funcs,
+        dict(answer_format=script_args.answer_format, timeout=script_args.reward_timeout,
+             num_workers=script_args.reward_workers),
+    )
+    train_dataset, eval_dataset = load_datasets(script_args, training_args, model_args)
+    return NFTTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        # --load_in_4bit / --load_in_8bit (QLoRA with --use_peft): TRL puts it into the model's init kwargs
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+
+
+def close_rewards(reward_funcs) -> None:
+    """Stop the verifier worker processes of rewards that have them (they would also stop at interpreter exit)."""
+    for reward in reward_funcs:
+        close = getattr(reward, "close", None)
+        if callable(close):
+            close()
+
+
+def run(script_args: ScriptArguments, training_args: NFTConfig, model_args: ModelConfig) -> NFTTrainer:
+    """Train, save (with an NFT model card naming the dataset), push if asked, and end the run as TRL's scripts do."""
+    from accelerate import PartialState
+
+    # Join the process group before the model is loaded: under ZeRO-3, `from_pretrained` partitions the weights as it
+    # reads them and must already know the world size.
+    if PartialState().use_distributed and training_args.deepspeed:
+        import deepspeed
+
+        deepspeed.init_distributed()  # reuses the process group PartialState just created
+    trainer = build_trainer(script_args, training_args, model_args)
+    try:
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model(training_args.output_dir)
+        dataset_name = card_dataset_name(script_args.dataset_name)
+        trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=dataset_name)
+        if training_args.push_to_hub:
+            trainer.push_to_hub(dataset_name=dataset_name)
+        # Finishes the trackers and leaves the process group (transformers >= 5.18, as `trl grpo` does).
+        trainer.end()
+    finally:
+        close_rewards(trainer.reward_funcs)
+    return trainer
