@@ -1,4 +1,4 @@
-"""The packaged recipes carry the official values in our units (README "Recipe audit")."""
+"""The packaged recipes carry the official values in our units (docs/paper_recipes.md "Recipe audit")."""
 
 from __future__ import annotations
 
