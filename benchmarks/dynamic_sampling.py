@@ -1,4 +1,4 @@
-"""Dynamic-sampling benchmark (issue 11): generation spent per trained completion, and what it buys.
+"""Dynamic-sampling benchmark: generation spent per trained completion, and what it buys.
 
 On the offline carry-bug addition testbed (`trl_nft.testing.arithmetic`), every variant trains NFT (ω = 1 − r̂, paper
 defaults) from the same supervised base model for the same number of optimizer steps, each step on the same number
@@ -280,7 +280,7 @@ def markdown_report(runs: list[dict], settings: Settings, command: str) -> str:
         "steps per generation batch (`steps_per_generation`, the paper's setting). Mean ± std over seeds.",
         "",
         "*generated / trained*: completions generated (all rounds) per completion in a trained batch. *s / step*: wall "
-        "time of an optimizer step including generation (a shared 2-core machine: compare within a table only). "
+        "time of an optimizer step including generation (it includes waiting for the CPU on a busy machine: compare within a table only). "
         "*@ NFT budget*: sampled accuracy when the run had generated as many completions as plain NFT does in the whole "
         "run (interpolated; plain NFT's own value is its final one).",
         "",
