@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -16,15 +17,104 @@ UNSUPPORTED_LOSS_TYPES = ("cispo", "sapo", "vespo", "luspo")
 # GRPOConfig options that only shape GRPO's clipped surrogate or advantages; NFT has neither. Value = TRL's default.
 IGNORED_GRPO_OPTIONS = {"epsilon": 0.2, "epsilon_high": None, "scale_rewards": "group"}
 
+# Init fields that GRPOConfig.__post_init__ (and TrainingArguments') fill in or normalise when left unset: the batch
+# pair is derived from the per-device batch and gradient accumulation, bf16 from the hardware, aliases are synced.
+# `from_grpo_config` copies them only when they differ from what that derivation gives, i.e. when the user set them.
+# tests/test_config.py checks that this list covers every field a default GRPOConfig fills in.
+POST_INIT_FILLED_FIELDS = (
+    "generation_batch_size", "steps_per_generation", "bf16", "activation_checkpointing", "gradient_checkpointing",
+    "output_dir", "disable_tqdm", "report_to", "accelerator_config", "dataloader_pin_memory", "debug",
+    "pad_to_multiple_of", "do_eval", "eval_steps", "metric_for_best_model", "greater_is_better", "torch_compile",
+)
+
 
 @dataclass
 class NFTConfig(GRPOConfig):
-    """Configuration of `NFTTrainer`: every `GRPOConfig` option plus the NFT objective's own.
+    r"""Configuration of [`NFTTrainer`]: every [`~trl.GRPOConfig`] option plus the NFT objective's own.
 
-    The policy loss is NFT's (arXiv 2505.18116, Eq. 10) instead of GRPO's clipped surrogate. `loss_type` only picks how
-    per-token losses are aggregated (default `"dr_grpo"`: sum over tokens divided by the constant
-    batch × `max_completion_length`, as in the official implementation). `importance_sampling_level="sequence"` uses
-    Eq. 9's whole-sequence ratio exp(Σ_t log-ratio) (a sum, not GSPO's length-normalised mean).
+    The policy loss is NFT's (arXiv 2505.18116, Eq. 10) instead of GRPO's clipped surrogate; generation, rewards,
+    vLLM, PEFT, DeepSpeed and logging keep their `GRPOConfig` options. To convert an existing `GRPOConfig`, use
+    [`NFTConfig.from_grpo_config`]. Defaults are the paper's (official NVlabs/NFT `train_7B.sh`) unless noted.
+
+    Parameters:
+        > Parameters that control the NFT objective
+
+        neg_weight (`float`, *optional*, defaults to `1.0`):
+            λ, the weight of the negative term, which trains on incorrect answers through the implicit negative
+            policy. `1.0` is NFT (paper); `0.0` trains on correct answers only, i.e. RFT (the paper's RFT baseline
+            also sets `prompt_weighting="none"`). Must be ≥ 0.
+        prompt_weighting (`str`, *optional*, defaults to `"dr_grpo"`):
+            ω(q), the weight of each prompt from its group's correct rate r̂:
+
+            - `"dr_grpo"` (paper default): 1 − r̂. Strictly on-policy, NFT's gradient then equals Dr. GRPO's.
+            - `"grpo"`: sqrt((1 − r̂) / r̂). Strictly on-policy, NFT's gradient then equals GRPO's.
+            - `"none"`: 1 (the paper's RFT baseline).
+        negative_clip (`float`, *optional*, defaults to `1.0`):
+            ε, the straight-through floor of the negative ratio (1 − r̂R) / (1 − r̂): the forward value is max(x, ε),
+            the gradient that of x. Paper default 1.0 (official `clamp_negative`). Matters off-policy, where an
+            incorrect answer has become more likely (R > 1); on-policy the ratio is 1. Must be > 0.
+        positive_clip (`float`, *optional*, defaults to `0.0`):
+            Straight-through floor of the positive ratio R. Paper default 0.0, no floor (official `clamp_positive`).
+        correct_rate_clip (`float`, *optional*, defaults to `0.02`):
+            r̂ is clipped to [c, 1 − c] inside the loss, as in the official implementation, so that ω and the negative
+            ratio stay finite. Only changes anything for groups of more than 50 completions. In [0, 0.5).
+        max_log_ratio (`float`, *optional*, defaults to `10.0`):
+            log R is capped at this value before exp, as in the official implementation. Only extreme off-policy
+            tokens reach it. Must be > 0.
+        loss_type (`str`, *optional*, defaults to `"dr_grpo"`):
+            How per-token NFT losses are aggregated (`GRPOConfig`'s default is `"dapo"`):
+
+            - `"dr_grpo"` (official): sum over tokens divided by the constant batch × `max_completion_length`. The
+              loss scale is constant, which matters for `max_grad_norm` (see the paper recipes).
+            - `"dapo"`: sum divided by the tokens of the generation batch.
+            - `"bnpo"`: sum divided by the tokens of the micro-batch.
+            - `"grpo"`: mean per sequence, then over sequences (long completions weigh less per token).
+
+            `"cispo"`, `"sapo"`, `"vespo"` and `"luspo"` reshape GRPO's policy term, which NFT replaces: they raise.
+        importance_sampling_level (`str`, *optional*, defaults to `"token"`):
+            `"token"` (paper default): a ratio R per token. `"sequence"`: Eq. 9's whole-sequence ratio
+            exp(Σ_t log-ratio), a sum, not GSPO's length-normalised mean; each sequence's loss is counted once.
+
+        > Parameters that control the correctness labels
+
+        reward_threshold (`float` or `None`, *optional*, defaults to `None`):
+            How rewards become the correctness labels r. `None` (paper): the weighted sum of the rewards must lie in
+            [0, 1] and is the label (binary = the paper, fractional = soft labels); a reward outside it raises. A
+            float: a completion is correct iff its reward ≥ the threshold. Set it for rewards that are not
+            correctness labels: ±1 rewards (`0.0`), a reward model or shaped rewards.
+
+        > Parameters that control dynamic sampling (DAPO-style batch filling, as in the official runs)
+
+        dynamic_sampling (`bool`, *optional*, defaults to `False`):
+            Fill every generation batch with informative groups (0 < r̂ < 1): groups whose answers are all right or
+            all wrong carry no signal and are dropped, and more prompts are generated until the batch holds its
+            configured number of groups; surplus informative groups are dropped (or carried over). Prompts are drawn
+            like a dataloader: none twice in an epoch. Off by default (TRL's behaviour); the official runs used it.
+            Matters when many groups are degenerate, e.g. early from a weak model or late when most are solved.
+        max_generation_rounds (`int`, *optional*, defaults to `10`):
+            Most generation rounds per generation batch, the first included (official `max_num_gen_batches`). At the
+            cap, the batch is completed with degenerate (zero-loss) groups and a warning is logged.
+        dynamic_sampling_oversample (`int`, *optional*, defaults to `3`):
+            Prompts of each refill round after the first, as a multiple of the generation batch's prompts. Paper: 3.
+        dynamic_sampling_first_round_oversample (`int`, *optional*, defaults to `1`):
+            Prompts of the first round, as a multiple of the generation batch's prompts (times the groups still
+            missing when carried-over groups fill part of the batch). `1` is TRL's normal generation batch; the
+            official runs use `3` (`gen_batch_size` 1,536 = 3 × 512), so that most batches fill in one round.
+        dynamic_sampling_adaptive (`bool`, *optional*, defaults to `False`):
+            Size every round from a running estimate p̂ of the informative fraction: margin × missing groups / p̂
+            prompts, at most the fixed rule's largest round, so a batch fills in about one round with little
+            surplus. Before the first estimate the fixed factors apply. Not in the paper.
+        dynamic_sampling_adaptive_margin (`float`, *optional*, defaults to `1.2`):
+            Safety factor (≥ 1) of the adaptive rule: higher means fewer extra rounds and more surplus. Not in the
+            paper.
+        dynamic_sampling_carry_over (`bool`, *optional*, defaults to `False`):
+            Keep surplus informative groups, with the log-probabilities of the policy that generated them (their
+            π_old), and train them in a following generation batch instead of dropping them. Not in the paper (which
+            drops the surplus); saves generation, best combined with adaptive rounds.
+        dynamic_sampling_max_carry_age (`int` or `None`, *optional*, defaults to `None`):
+            With carry-over: a carried group older than this many optimizer steps (from its generation to the start
+            of the generation batch that would train it) is dropped. `None` = one generation batch, i.e. a group is
+            trained by the next generation batch or not at all.
     """
 
     loss_type: str = field(
@@ -145,6 +235,47 @@ class NFTConfig(GRPOConfig):
         },
     )
 
+    @classmethod
+    def from_grpo_config(cls, grpo_config: GRPOConfig, **nft_overrides) -> NFTConfig:
+        """The `NFTConfig` with `grpo_config`'s settings, plus `nft_overrides` (NFT fields or any other field).
+
+        `NFTConfig(**grpo_config.to_dict())` does not work: `to_dict` returns the values after `__post_init__`, which
+        fills in both `generation_batch_size` and `steps_per_generation` (GRPOConfig then refuses the pair) and hides
+        tokens. Here each field is copied as it was set: fields GRPOConfig filled in itself (the batch pair, bf16,
+        ...) are left to NFTConfig to fill in again, and a field left at GRPOConfig's default takes NFTConfig's
+        (`loss_type` becomes `"dr_grpo"`). The generation batch is carried as `steps_per_generation`; give
+        `generation_batch_size` or `steps_per_generation` in `nft_overrides` to change it. Options of GRPO's clipped
+        surrogate that NFT ignores or rejects (`epsilon`, `epsilon_high`, `scale_rewards`, `delta`, and loss types
+        NFT cannot use) are not copied, with one warning naming them.
+
+        ```python
+        nft_args = NFTConfig.from_grpo_config(grpo_args, neg_weight=1.0, dynamic_sampling=True)
+        ```
+        """
+        if not isinstance(grpo_config, GRPOConfig):
+            raise TypeError(f"grpo_config must be a GRPOConfig, got {type(grpo_config).__name__}")
+        init_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(nft_overrides) - set(init_fields))
+        if unknown:
+            raise TypeError(f"NFTConfig has no field(s) {unknown}")
+
+        values = _fields_set_by_user(grpo_config, [f for f in dataclasses.fields(grpo_config) if f.name in init_fields])
+        not_copied = {name: values.pop(name) for name in [*IGNORED_GRPO_OPTIONS, "delta"] if name in values}
+        if values.get("loss_type") in UNSUPPORTED_LOSS_TYPES:
+            not_copied["loss_type"] = values.pop("loss_type")
+        not_copied = {name: value for name, value in not_copied.items() if name not in nft_overrides}
+        if not_copied:
+            warnings.warn(
+                f"NFTConfig.from_grpo_config: not copied, since NFT has no clipped surrogate or normalised advantages: "
+                f"{', '.join(f'{name}={value!r}' for name, value in not_copied.items())}",
+                UserWarning,
+                stacklevel=2,
+            )
+        if {"generation_batch_size", "steps_per_generation"} & set(nft_overrides):
+            values.pop("generation_batch_size", None)
+            values.pop("steps_per_generation", None)
+        return cls(**{**values, **nft_overrides})
+
     def __post_init__(self):
         # NFT's own fields first: GRPOConfig / TrainingArguments checks (e.g. bf16 on a CPU machine) would otherwise
         # report an unrelated problem and hide a mistyped NFT option.
@@ -221,3 +352,47 @@ class NFTConfig(GRPOConfig):
                     UserWarning,
                     stacklevel=3,
                 )
+
+
+def _declared_default(field: dataclasses.Field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. objects whose == is elementwise
+        return False
+
+
+def _fields_set_by_user(config: GRPOConfig, fields: list[dataclasses.Field]) -> dict:
+    """The init fields of `config` that differ from their defaults, without the ones its `__post_init__` filled in.
+
+    The generation batch: GRPOConfig sets `steps_per_generation = gradient_accumulation_steps` when neither of the pair
+    is given, so any other value was asked for; it is kept as `steps_per_generation` (GRPOConfig accepts only one of
+    the pair, and with the same per-device batch and processes it gives the same generation batch). Another
+    post-init field counts as set by the user when its value differs from what `__post_init__` derives from the
+    other fields; a probe config built from those tells what that is.
+    """
+    changed = {f.name: getattr(config, f.name) for f in fields
+               if not _same(getattr(config, f.name), _declared_default(f))}
+    given = {name: value for name, value in changed.items() if name not in POST_INIT_FILLED_FIELDS}
+    if config.steps_per_generation != config.gradient_accumulation_steps:
+        given["steps_per_generation"] = config.steps_per_generation
+    filled = {name: value for name, value in changed.items()
+              if name in POST_INIT_FILLED_FIELDS and name not in ("generation_batch_size", "steps_per_generation")}
+    if not filled:
+        return given
+    probe_values = {name: value for name, value in given.items() if name not in ("delta", "loss_type")}
+    probe_values["steps_per_generation"] = config.steps_per_generation  # the same generation batch as `config`
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = NFTConfig(**probe_values)  # NFTConfig's bf16 fallback: a CPU-built config must probe on a CPU too
+    except (ValueError, TypeError):  # cannot tell what was derived: keep the values as they are
+        return {**given, **filled}
+    return {**given, **{name: value for name, value in filled.items() if not _same(value, getattr(probe, name))}}

@@ -98,7 +98,8 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
         if not isinstance(args, NFTConfig):
             raise TypeError(
                 f"args must be an NFTConfig (it adds the NFT options to GRPOConfig), got {type(args).__name__}; "
-                "build it as NFTConfig(**your_grpo_config.to_dict()) or with the same keyword arguments."
+                "convert it with NFTConfig.from_grpo_config(your_grpo_config, **nft_options), or build an NFTConfig "
+                "with the same keyword arguments."
             )
         super().__init__(model, reward_funcs, args, *more_args, **kwargs)
         check_trainer_datasets(self)  # missing columns / chat template: a clear error now, not a KeyError later
