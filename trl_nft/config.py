@@ -166,7 +166,9 @@ class NFTConfig(GRPOConfig):
         metadata={
             "help": "How rewards become correctness labels. None (paper): the weighted sum of rewards must lie in "
             "[0, 1] and is used as the label (binary = the paper, fractional = soft labels); anything else is an "
-            "error. A float: correct iff reward >= threshold (for ±1 or shaped rewards)."
+            "error. A float: correct iff the weighted sum >= threshold, needed for rewards that are not correctness "
+            "labels: 0.0 for ±1 rewards; a reward model's score above which an answer is right; for shaped rewards, "
+            "the lowest sum a correct answer can get."
         },
     )
 
