@@ -69,3 +69,9 @@ def test_out_of_range_error_says_how_to_choose_a_threshold():
     assert "NFTConfig.reward_threshold" in message and "--reward_threshold" in message
     for case in ("0.0 for +-1 rewards", "for a reward model", "for shaped rewards"):
         assert case in message
+
+
+def test_a_zero_weight_reward_is_logged_but_not_checked():
+    """A shaped term kept with weight 0 (only to be logged) may lie outside [0, 1]: it is not part of the label."""
+    out = labels([[1, -0.5], [0, 2.0], [1, 0.0], [0, 0.0]], weights=(1.0, 0.0), names=("correct", "format"))
+    assert out.correct.tolist() == [1, 0, 1, 0]

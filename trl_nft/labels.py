@@ -66,6 +66,8 @@ THRESHOLD_HINT = (
 def _check_rewards_in_unit_interval(rewards_per_func, weights, scores, scorable, reward_func_names):
     """Raise a ValueError naming the reward function and value when a label would fall outside [0, 1]."""
     for index, name in enumerate(reward_func_names):
+        if weights[index] == 0:  # a function kept only for its logged metric does not enter the label
+            continue
         column = rewards_per_func[:, index]
         bad = ~torch.isnan(column) & ((column < 0) | (column > 1))
         if bad.any():
