@@ -19,7 +19,8 @@ def construction_messages(trainer_cls, config_cls, model, dataset, tokenizer, tm
     # model_init_kwargs with an instantiated model: TRL warns that they are ignored (a warning that must stay)
     args = tiny_args(config_cls, tmp_path, model_init_kwargs={"dtype": "float32"}, **overrides)
     caplog.clear()
-    with caplog.at_level(logging.INFO):
+    # The trainer's own logger too: code run earlier in the process (a benchmark) may have raised its level.
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="trl_nft.trainer"):
         trainer_cls(model=model, reward_funcs=first_char_parity_reward, args=args, train_dataset=dataset,
                     processing_class=tokenizer)
     return [record.getMessage() for record in caplog.records]
