@@ -57,3 +57,21 @@ def test_out_of_range_reward_names_the_function_and_value():
 def test_groups_must_be_whole():
     with pytest.raises(ValueError, match="groups of 4"):
         labels([[1]] * 6)
+
+
+def test_out_of_range_error_says_how_to_choose_a_threshold():
+    """A GRPO setup with a reward model, ±1 or shaped rewards gets an error that says how to pick reward_threshold,
+    on the scale of the scores it saw."""
+    with pytest.raises(ValueError) as error:
+        labels([[2.5], [-1.25], [0.5], [0.0]], names=("reward-model",))
+    message = str(error.value)
+    assert "range from -1.25 to 2.5" in message
+    assert "NFTConfig.reward_threshold" in message and "--reward_threshold" in message
+    for case in ("0.0 for +-1 rewards", "for a reward model", "for shaped rewards"):
+        assert case in message
+
+
+def test_a_zero_weight_reward_is_logged_but_not_checked():
+    """A shaped term kept with weight 0 (only to be logged) may lie outside [0, 1]: it is not part of the label."""
+    out = labels([[1, -0.5], [0, 2.0], [1, 0.0], [0, 0.0]], weights=(1.0, 0.0), names=("correct", "format"))
+    assert out.correct.tolist() == [1, 0, 1, 0]

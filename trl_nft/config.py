@@ -80,8 +80,10 @@ class NFTConfig(GRPOConfig):
         reward_threshold (`float` or `None`, *optional*, defaults to `None`):
             How rewards become the correctness labels r. `None` (paper): the weighted sum of the rewards must lie in
             [0, 1] and is the label (binary = the paper, fractional = soft labels); a reward outside it raises. A
-            float: a completion is correct iff its reward ≥ the threshold. Set it for rewards that are not
-            correctness labels: ±1 rewards (`0.0`), a reward model or shaped rewards.
+            float: a completion is correct iff the weighted sum of its rewards is ≥ the threshold. Set it for rewards
+            that are not correctness labels: ±1 rewards (`0.0`); a reward model (the score above which an answer is
+            right, `0.0` for a right-vs-wrong classifier's logit); shaped rewards (the lowest sum a correct answer can
+            get, which no wrong answer reaches).
 
         > Parameters that control dynamic sampling (DAPO-style batch filling, as in the official runs)
 
@@ -166,7 +168,9 @@ class NFTConfig(GRPOConfig):
         metadata={
             "help": "How rewards become correctness labels. None (paper): the weighted sum of rewards must lie in "
             "[0, 1] and is used as the label (binary = the paper, fractional = soft labels); anything else is an "
-            "error. A float: correct iff reward >= threshold (for ±1 or shaped rewards)."
+            "error. A float: correct iff the weighted sum >= threshold, needed for rewards that are not correctness "
+            "labels: 0.0 for ±1 rewards; a reward model's score above which an answer is right; for shaped rewards, "
+            "the lowest sum a correct answer can get."
         },
     )
 

@@ -52,21 +52,40 @@ def correctness_from_rewards(
     return CorrectnessLabels(correct, loss_rate, group_rate, degenerate)
 
 
+# How to choose `reward_threshold`, appended to the errors below (the docs' "Rewards that are not correctness labels").
+THRESHOLD_HINT = (
+    "set NFTConfig.reward_threshold (--reward_threshold): a completion is then correct iff the weighted sum of its "
+    "rewards is >= the threshold, so pick it on that sum's scale: 0.0 for +-1 rewards; for a reward model, the score "
+    "above which an answer counts as right (0.0 for the logit of a right-vs-wrong classifier); for shaped rewards "
+    "(correctness plus format or length terms), the lowest sum a correct answer can get, which no wrong answer may "
+    "reach (the correctness reward minus the most the other terms can take away). Or return correctness in [0, 1] "
+    "(a 0/1 verifier is the paper's setting)."
+)
+
+
 def _check_rewards_in_unit_interval(rewards_per_func, weights, scores, scorable, reward_func_names):
     """Raise a ValueError naming the reward function and value when a label would fall outside [0, 1]."""
     for index, name in enumerate(reward_func_names):
+        if weights[index] == 0:  # a function kept only for its logged metric does not enter the label
+            continue
         column = rewards_per_func[:, index]
         bad = ~torch.isnan(column) & ((column < 0) | (column > 1))
         if bad.any():
             value = column[bad][0].item()
             raise ValueError(
-                f"reward function {name!r} returned {value!r}, outside [0, 1]. NFT needs correctness labels: use a "
-                "verifier reward in [0, 1], or set NFTConfig.reward_threshold (e.g. 0.5, or 0.0 for ±1 rewards)."
+                f"reward function {name!r} returned {value!r}, outside [0, 1] ({_score_range(scores, scorable)}). "
+                f"NFT trains on correctness labels in [0, 1]: {THRESHOLD_HINT}"
             )
     bad = scorable & ((scores < 0) | (scores > 1 + 1e-6))
     if bad.any():
         raise ValueError(
             f"the weighted sum of rewards {reward_func_names} with weights {weights.tolist()} is "
-            f"{scores[bad][0].item()!r}, outside [0, 1]. Make the weights sum to at most 1, or set "
-            "NFTConfig.reward_threshold."
+            f"{scores[bad][0].item()!r}, outside [0, 1] ({_score_range(scores, scorable)}). Make the weights sum to "
+            f"at most 1, or {THRESHOLD_HINT}"
         )
+
+
+def _score_range(scores, scorable) -> str:
+    """The range of the scorable weighted sums, to choose a threshold from (not empty when a reward is out of range)."""
+    valid = scores[scorable]
+    return f"this batch's weighted sums range from {valid.min().item():.4g} to {valid.max().item():.4g}"

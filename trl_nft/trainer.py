@@ -29,6 +29,7 @@ from trl_nft import completion_logs, generation_state
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling.mixin import DynamicSamplingMixin
+from trl_nft.grpo_warnings import SEQUENCE_LEVEL_NOTE, without_warnings_false_for_nft
 from trl_nft.loss import loss_token_mask, nft_loss_terms, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
 from trl_nft.precision import low_precision_warning
@@ -101,7 +102,10 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
                 "convert it with NFTConfig.from_grpo_config(your_grpo_config, **nft_options), or build an NFTConfig "
                 "with the same keyword arguments."
             )
-        super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        with without_warnings_false_for_nft():
+            super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        if args.importance_sampling_level == "sequence":
+            logger.info(SEQUENCE_LEVEL_NOTE)
         check_trainer_datasets(self)  # missing columns / chat template: a clear error now, not a KeyError later
         if args.dynamic_sampling and not hasattr(self.train_dataset, "__getitem__"):
             raise ValueError(
@@ -257,6 +261,7 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
         loss = self._aggregate(per_token_loss * mask, mask, inputs["num_items_in_batch"], mode)
 
         if self._entropy_bonus_enabled:
+            self._log_policy_loss(loss, mode)
             loss = loss - self._entropy_bonus(entropies, entropy_mask, mode)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * aux_loss / self._accumulation_divisor(mode)
@@ -285,6 +290,13 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
                 normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
             return masked_loss.sum() / normalizer
         raise ValueError(f"loss_type={self.loss_type!r} is not supported by NFTTrainer")
+
+    def _log_policy_loss(self, loss: torch.Tensor, mode: str) -> None:
+        """TRL's `policy_loss` metric, logged as TRL does only with the entropy bonus: this micro-batch's loss before
+        the bonus (the NFT term plus β·KL, aggregated by `loss_type`), before the division by the accumulation steps
+        (which dapo's normaliser already includes)."""
+        value = loss.detach() if self.loss_type == "dapo" else loss.detach() * self._accumulation_divisor(mode)
+        self._metrics[mode]["policy_loss"].append(self.accelerator.gather(value).nanmean().item())
 
     def _entropy_bonus(self, entropies: torch.Tensor, effective_mask: torch.Tensor, mode: str) -> torch.Tensor:
         """TRL's entropy bonus (static or adaptive `entropy_coef`), as the term subtracted from the loss."""
