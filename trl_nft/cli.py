@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import sys
 import textwrap
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from trl_nft import launcher
+
+logger = logging.getLogger(__name__)
 
 PROG = "trl-nft"
 TRAIN_USAGE = "{prog} [--recipe NAME | --config FILE] [--option value ...]   (--help: every option, the script's and NFT's first)"
@@ -41,11 +47,28 @@ def recipe_files() -> dict[str, Path]:
 
 
 def recipe_summary(path: Path) -> str:
-    """A recipe's first comment line: what it trains on which hardware."""
+    """A recipe's description: its first comment lines, up to the first example command (an indented comment) or
+    the first setting."""
+    lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#") or line.startswith("#  "):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
+def recipe_launch_summary(path: Path) -> str:
+    """How a recipe launches (its accelerate settings), e.g. "Launch: zero3, 8 processes."; empty: in-process."""
+    import yaml
+
+    settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    parts = [str(settings["accelerate_config"])] if "accelerate_config" in settings else []
+    if "num_machines" in settings:
+        parts.append(f"{settings['num_machines']} machines")
+    if "num_processes" in settings:
+        count = settings["num_processes"]
+        parts.append(f"{count} process{'es' if count != 1 else ''}")
+    return f"Launch: {', '.join(parts)}." if parts else ""
 
 
 def resolve_recipe(name: str) -> Path:
@@ -87,8 +110,12 @@ def recipes_command(argv: list[str]) -> int:
         return 0
     print(f"Packaged NFT recipes (train: {PROG} train --recipe NAME; to copy and edit one: {PROG} recipes NAME)\n")
     width = max(map(len, recipes))
+    columns = max(shutil.get_terminal_size().columns, 80)
     for name, path in recipes.items():
-        print(f"  {name:<{width}}  {recipe_summary(path)}")
+        indent = " " * (width + 4)
+        text = f"{recipe_summary(path)} {recipe_launch_summary(path)}".strip()
+        print(textwrap.fill(text, width=columns - 1, initial_indent=f"  {name:<{width}}  ", subsequent_indent=indent,
+                            break_on_hyphens=False))
     return 0
 
 
@@ -164,12 +191,25 @@ def build_parser(prog: str):
     from trl_nft.config import NFTConfig
     from trl_nft.math_recipe.script import ScriptArguments
 
-    # A short usage line: argparse would otherwise print all ~230 options with every parsing error.
-    return TrlParser((ScriptArguments, NFTConfig, ModelConfig), prog=prog, usage=TRAIN_USAGE.format(prog=prog))
+    # A short usage line: argparse would otherwise print all ~230 options with every parsing error. No abbreviations:
+    # an option the training parser does not know exactly is a launch option or a typo, never a prefix of another.
+    return TrlParser((ScriptArguments, NFTConfig, ModelConfig), prog=prog, usage=TRAIN_USAGE.format(prog=prog),
+                     allow_abbrev=False)
 
 
-def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
-    """(script, NFTConfig, ModelConfig) arguments; handles --help / --help-all and names missing required options."""
+@dataclasses.dataclass
+class TrainCommand:
+    """A parsed `trl-nft train` command line: the training arguments and how to launch them."""
+
+    script_args: Any
+    training_args: Any
+    model_args: Any
+    launch_args: list[str]  # for `accelerate launch`, `--accelerate_config` already resolved; empty: run in-process
+    script_argv: list[str]  # the command line without its launch options: what the launched processes get
+
+
+def parse_train_command(argv: list[str], prog: str = f"{PROG} train") -> TrainCommand:
+    """Parse a `train` command line (handles --help / --help-all, names missing required and unknown options)."""
     argv = list(argv)
     if "-h" in argv or "--help" in argv:
         print(train_help(prog))
@@ -178,23 +218,47 @@ def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
     if "--help-all" in argv:
         parser.print_help()
         raise SystemExit(0)
-    *parsed, unknown = parser.parse_args_and_config(args=recipe_to_config_argument(argv), return_remaining_strings=True)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (`{prog} --help-all` lists every option)")
+    *parsed, config_rest, cli_rest = parser.parse_args_and_config(
+        args=recipe_to_config_argument(argv), return_remaining_strings=True, separate_remaining_strings=True
+    )
+    try:
+        launcher.group_launch_options(config_rest, from_config=True)
+    except launcher.LaunchOptionError as unknown:
+        parser.error(f"unknown keys in the --recipe / --config file: {unknown} (neither a training option nor an "
+                     f"`accelerate launch` option; `{prog} --help-all` lists every training option)")
+    try:
+        launch_args = launcher.launch_arguments(config_rest, cli_rest)
+    except launcher.LaunchOptionError as unknown:
+        parser.error(f"unrecognized arguments: {unknown} (`{prog} --help-all` lists every option)")
     script_args, training_args, model_args = parsed
     if not model_args.model_name_or_path:
         parser.error("--model_name_or_path is required (a hub name such as Qwen/Qwen2.5-Math-7B or a local model "
                      "directory), on the command line or in the --recipe / --config file")
-    return script_args, training_args, model_args
+    return TrainCommand(script_args, training_args, model_args, launch_args, launcher.without_tokens(argv, cli_rest))
+
+
+def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
+    """(script, NFTConfig, ModelConfig) arguments of a `train` command line (its launch options are checked, not
+    returned: see `parse_train_command`)."""
+    command = parse_train_command(argv, prog)
+    return command.script_args, command.training_args, command.model_args
 
 
 def train(argv: list[str] | None = None, prog: str = f"{PROG} train"):
-    """Parse the options and run the training; returns the trainer."""
+    """Parse the options and train: in this process (returns the trainer) or, given launch options, in the processes
+    `accelerate launch` starts (returns their exit code)."""
     from trl_nft.math_recipe.script import run
 
-    script_args, training_args, model_args = parse_train_args(sys.argv[1:] if argv is None else argv, prog)
+    command = parse_train_command(sys.argv[1:] if argv is None else argv, prog)
     logging.basicConfig(level=logging.INFO)
-    return run(script_args, training_args, model_args)
+    if command.launch_args:
+        in_charge = launcher.launcher_in_charge()
+        if in_charge is None:
+            return launcher.relaunch(command.launch_args, command.script_argv)
+        if in_charge != launcher.LAUNCHED_ENV:  # started by the user's own launcher, whose settings hold
+            logger.warning("already running under a launcher (%s is set): launch options %s are not applied",
+                           in_charge, " ".join(command.launch_args))
+    return run(command.script_args, command.training_args, command.model_args)
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -218,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
-        train(rest, prog=f"{PROG} train")
-        return 0
+        outcome = train(rest, prog=f"{PROG} train")
+        return outcome if isinstance(outcome, int) else 0
     if command == "eval":
         from trl_nft.math_recipe import evaluate
 
