@@ -1,13 +1,14 @@
 """The `trl-nft` command: `train` (the paper's math recipe), `eval` (the six benchmarks), `recipes` (packaged recipes).
 
-    trl-nft train --recipe qwen2.5-math-7b [--any_option value ...]
+    trl-nft train --recipe qwen2.5-math-7b [--any_option value ...]      # launches itself as the recipe says
     trl-nft train --config my_recipe.yaml --model_name_or_path /models/qwen
-    accelerate launch --config_file zero3.yaml -m trl_nft.cli train --recipe qwen2.5-math-7b
-    trl-nft eval --model outputs/qwen2.5-math-7b-nft --data-dir data/math_eval
+    trl-nft train --recipe qwen2.5-math-7b --accelerate_config zero3 --num_processes 4
+    trl-nft eval --model outputs/qwen2.5-math-7b-nft --output results.json
     trl-nft recipes [NAME]
 
 `train` accepts every option of the script, `NFTConfig` (so `GRPOConfig` and `TrainingArguments`) and TRL's
-`ModelConfig`, from a YAML file and/or the command line (which wins), exactly like `trl grpo`.
+`ModelConfig`, from a YAML file and/or the command line (which wins), and launches through accelerate
+(`--accelerate_config`, `--num_processes`, any `accelerate launch` option; `trl_nft.launcher`), exactly like `trl grpo`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from trl_nft import launcher
 logger = logging.getLogger(__name__)
 
 PROG = "trl-nft"
-TRAIN_USAGE = "{prog} [--recipe NAME | --config FILE] [--option value ...]   (--help: every option, the script's and NFT's first)"
+TRAIN_USAGE = ("{prog} [--recipe NAME | --config FILE] [--accelerate_config NAME|FILE] [--num_processes N] "
+               "[--option value ...]   (--help: every option, the script's and NFT's first)")
 
 # TRL / transformers options a first run usually touches, shown by `train --help` after the NFT ones.
 COMMON_TRL_OPTIONS = (
@@ -108,9 +110,10 @@ def recipes_command(argv: list[str]) -> int:
     if argv and argv[0] not in ("-h", "--help"):
         print(resolve_recipe(argv[0]).read_text(encoding="utf-8"), end="")
         return 0
-    print(f"Packaged NFT recipes (train: {PROG} train --recipe NAME; to copy and edit one: {PROG} recipes NAME)\n")
-    width = max(map(len, recipes))
     columns = max(shutil.get_terminal_size().columns, 80)
+    print(textwrap.fill(f"Packaged NFT recipes (train: {PROG} train --recipe NAME; to copy and edit one: {PROG} "
+                        "recipes NAME)", width=columns - 1, break_on_hyphens=False) + "\n")
+    width = max(map(len, recipes))
     for name, path in recipes.items():
         indent = " " * (width + 4)
         text = f"{recipe_summary(path)} {recipe_launch_summary(path)}".strip()
@@ -144,6 +147,24 @@ def describe_fields(specs, indent: str = "  ") -> str:
     return "\n".join(lines)
 
 
+def named_accelerate_configs() -> list[str]:
+    """The accelerate configs TRL ships (`--accelerate_config NAME`)."""
+    folder = resources.files("trl.accelerate_configs")
+    return sorted(Path(entry.name).stem for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def script_fields_in_help_order(script_class) -> list:
+    """The script's options in their class order, except TRL's dataset-mixture options after them and deprecated
+    names last."""
+    from trl import DatasetMixtureConfig
+
+    from trl_nft.math_recipe.script import DEPRECATED_ALIASES
+
+    mixture = {spec.name for spec in dataclasses.fields(DatasetMixtureConfig)}
+    return sorted(dataclasses.fields(script_class),
+                  key=lambda spec: (spec.name in DEPRECATED_ALIASES, spec.name in mixture))
+
+
 def train_help(prog: str) -> str:
     """`train --help`: launcher, script and NFT options first, then the TRL options most runs touch, then the rest."""
     from trl import ModelConfig
@@ -165,13 +186,19 @@ def train_help(prog: str) -> str:
         "Train a model with Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) on math prompts. Options come from a",
         "YAML file (--recipe / --config) and the command line, which wins. --model_name_or_path is required.",
         "",
-        "Launcher options:",
+        "Recipe and launch options:",
         f"  --recipe NAME  (a packaged paper recipe: {recipes}; see `{PROG} recipes`)",
-        "  --config FILE  (a YAML file with any of the options below, by name)",
-        "  --help-all     (the same options in TRL's own parser layout)",
+        "  --config FILE  (a YAML file with any of the options below, by name, and launch options)",
+        "  --accelerate_config NAME|FILE  (launch through `accelerate launch` with this config: one shipped with TRL,",
+        f"                 {', '.join(named_accelerate_configs())}, or a file)",
+        "  --num_processes N  (processes to launch, over all machines; with any `accelerate launch` option:",
+        "                 --num_machines, --machine_rank, --main_process_ip, --main_process_port, --mixed_precision, ...)",
+        "                 Launch options may also be keys of the recipe / --config file (`accelerate_config: zero3`);",
+        "                 the command line wins. Without any, training runs in this process.",
+        "  --help-all     (the training options in TRL's own parser layout)",
         "",
-        "Script options:",
-        describe_fields(dataclasses.fields(ScriptArguments)),
+        "Script options (the dataset options of `trl grpo`, the recipe's own, TRL's dataset mixtures):",
+        describe_fields(script_fields_in_help_order(ScriptArguments)),
         "",
         "NFT options (NFTConfig, on top of GRPOConfig):",
         describe_fields(nft_fields),
@@ -268,10 +295,12 @@ Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) for Hugging Face TRL.
 
 commands:
   train     train on math prompts with NFTTrainer (any NFTConfig / GRPOConfig / ModelConfig option; --help)
-  eval      avg@k accuracy on the paper's six math benchmarks (--help)
+  eval      avg@k accuracy on the paper's six math benchmarks, from the hub or a local folder (--help)
   recipes   list the packaged paper recipes, or print one: {PROG} recipes NAME
 
-Several GPUs: accelerate launch --config_file CONFIG.yaml -m trl_nft.cli train --recipe NAME
+Launching, as `trl grpo`: `{PROG} train --recipe NAME` starts the processes the recipe names (its accelerate_config
+and num_processes); --accelerate_config NAME|FILE, --num_processes N and any `accelerate launch` option override them
+on the command line. Without launch options, `train` runs in this process.
 """
 
 

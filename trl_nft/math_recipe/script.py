@@ -12,6 +12,7 @@ from pathlib import Path
 
 import trl
 from trl import DatasetMixtureConfig, ModelConfig, get_peft_config, get_quantization_config
+from trl.scripts.utils import DatasetConfig
 
 from trl_nft.config import NFTConfig
 from trl_nft.math_recipe.data import HUB_ALIASES, PROMPT_FORMATS, load_math_dataset, load_math_mixture
@@ -37,6 +38,14 @@ class ScriptArguments(trl.ScriptArguments, DatasetMixtureConfig):
             "help": "Training prompts: 'dapo-math-17k' (the paper's set, from the hub), 'gsm8k', a hub dataset name, "
             "or a local json/jsonl/parquet/csv file or directory with problem/answer (or question/answer) columns. "
             "Ignored when a `datasets` mixture is given."
+        },
+    )
+    datasets: list[DatasetConfig] = field(
+        default_factory=list,
+        metadata={
+            "help": "A mixture of training sets instead of dataset_name (in the YAML file, as for `trl grpo`): a list "
+            "of {path, name, data_dir, data_files, split, columns, fraction}. Each is read and turned into math "
+            "prompts on its own, so sources with different columns mix; `fraction`s set each one's share."
         },
     )
     dataset_split: str | None = field(
