@@ -133,7 +133,7 @@ def test_recipes_listing_shows_whole_descriptions_wrapped_and_how_they_launch():
     flat = " ".join(listing.split())
     for name, path in cli.recipe_files().items():
         assert f"{name} {cli.recipe_summary(path)}" in flat  # every word of the description, in order
-    assert "tensor parallelism 4 (vLLM server mode is an alternative" in flat  # the 32B line, once cut
+    assert "tensor parallelism 4 (multi-node launch, and vLLM server mode" in flat  # the 32B line, once cut
     assert "qwen2.5-math-7b" in flat and "Launch: zero3, 8 processes." in flat
 
 
