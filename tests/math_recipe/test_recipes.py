@@ -78,6 +78,14 @@ def test_paper_recipes_match_the_official_run(name):
     assert recipe["learning_rate"] == 1e-6 and recipe["weight_decay"] == 0.1 and recipe["temperature"] == 1.0
 
 
+def test_single_gpu_recipe_evaluates_on_math500_from_the_hub():
+    from trl_nft.math_recipe.benchmarks import BENCHMARKS
+
+    recipe = load("qwen2.5-math-1.5b-single-gpu")
+    assert recipe["eval_dataset_name"] == BENCHMARKS["math500"].hub_id == "HuggingFaceH4/MATH-500"
+    assert recipe.get("dataset_test_split", "test") == BENCHMARKS["math500"].hub_split
+
+
 def test_single_gpu_recipe_keeps_fp32_master_weights():
     recipe = load("qwen2.5-math-1.5b-single-gpu")
     assert recipe["dtype"] == "float32" and recipe["bf16"] is True and "deepspeed" not in recipe

@@ -114,8 +114,8 @@ def test_streaming_gives_the_same_rows_as_an_iterable_dataset_that_knows_its_col
 
 def test_a_mixture_of_sources_with_different_columns(tmp_path):
     math_style = write_jsonl(tmp_path / "math.jsonl", [{"problem": f"m{i}", "answer": str(i)} for i in range(8)])
-    gsm_style = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"g{i}", "answer": f"... #### {i}"}
-                                                     for i in range(4)])
+    gsm_style = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"g{i}", "answer": f"... #### {i}",
+                                                      "problem": "a column `columns` leaves out"} for i in range(4)])
     dapo_style = write_jsonl(tmp_path / "dapo.jsonl", [{"prompt": [{"role": "user", "content": "d"}],
                                                         "reward_model": {"ground_truth": "1"}}] * 5)
     config = tmp_path / "mix.yaml"
@@ -133,14 +133,14 @@ def test_mixture_fractions_and_test_split(tmp_path):
     first = write_jsonl(tmp_path / "a.jsonl", [{"problem": f"a{i}", "answer": str(i)} for i in range(30)])
     second = write_jsonl(tmp_path / "b.jsonl", [{"problem": f"b{i}", "answer": str(i)} for i in range(10)])
     config = tmp_path / "mix.yaml"
-    config.write_text(yaml.safe_dump({"datasets": [{"path": str(first), "fraction": 0.5},
-                                                   {"path": str(second), "fraction": 0.5}],
-                                      "test_split_size": 0.25}))
+    config.write_text(yaml.safe_dump({"datasets": [{"path": str(first), "fraction": 2},
+                                                   {"path": str(second), "fraction": 1}],
+                                      "test_split_size": 0.2}))
     train, evaluation = datasets_for(["--config", str(config), "--seed", "3"])
     problems = list(train["problem"]) + list(evaluation["problem"])
-    # equal shares, as large as possible without repeating a row: 10 from each
-    assert sorted(problems) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)])
-    assert (len(train), len(evaluation)) == (15, 5)
+    # shares 2/3 and 1/3 of a mixture as large as possible without repeating a row: all 10 of b, 20 of a
+    assert sorted(problems) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(10)])
+    assert (len(train), len(evaluation)) == (24, 6)
     again, _ = datasets_for(["--config", str(config), "--seed", "3"])
     assert list(again["problem"]) == list(train["problem"])  # the split follows --seed
 
