@@ -254,9 +254,13 @@ def parse_train_command(argv: list[str], prog: str = f"{PROG} train") -> TrainCo
         parser.error(f"unknown keys in the --recipe / --config file: {unknown} (neither a training option nor an "
                      f"`accelerate launch` option; `{prog} --help-all` lists every training option)")
     try:
-        launch_args = launcher.launch_arguments(config_rest, cli_rest)
+        launcher.group_launch_options(cli_rest)
     except launcher.LaunchOptionError as unknown:
         parser.error(f"unrecognized arguments: {unknown} (`{prog} --help-all` lists every option)")
+    try:
+        launch_args = launcher.launch_arguments(config_rest, cli_rest)
+    except launcher.LaunchOptionError as error:
+        parser.error(str(error))
     script_args, training_args, model_args = parsed
     if not model_args.model_name_or_path:
         parser.error("--model_name_or_path is required (a hub name such as Qwen/Qwen2.5-Math-7B or a local model "
