@@ -151,7 +151,8 @@ def test_overview_names_the_launch_options():
     text = run_command("--help").stdout
     assert "--accelerate_config" in text and "--num_processes" in text
     train_text = run_command("train", "--help").stdout
-    assert "--accelerate_config NAME|FILE" in train_text and "zero3" in train_text and "--num_processes N" in train_text
+    assert "--accelerate_config NAME|FILE" in train_text and "zero3" in train_text
+    assert "--num_processes N" in train_text
 
 
 def test_no_user_facing_text_points_at_the_test_data_folder():

@@ -75,7 +75,8 @@ def test_without_launch_options_nothing_is_launched():
     "argv, message",
     [
         (["--model_name_or_path", "m", "--neg_wieght", "0.5"], "unrecognized arguments: --neg_wieght 0.5"),
-        (["--model_name_or_path", "m", "--accelerate_config", "zero9"], "--accelerate_config: Accelerate config zero9"),
+        (["--model_name_or_path", "m", "--accelerate_config", "zero9"],
+         "error: --accelerate_config: Accelerate config zero9"),
         (["--model_name_or_path", "m", "--num_proc", "8"], "unrecognized arguments: --num_proc 8"),  # no prefixes
         (["--model_name_or_path", "m", "--num_gen", "8"], "unrecognized arguments: --num_gen 8"),  # of any option
     ],

@@ -192,7 +192,7 @@ def train_help(prog: str) -> str:
         "  --accelerate_config NAME|FILE  (launch through `accelerate launch` with this config: one shipped with TRL,",
         f"                 {', '.join(named_accelerate_configs())}, or a file)",
         "  --num_processes N  (processes to launch, over all machines; with any `accelerate launch` option:",
-        "                 --num_machines, --machine_rank, --main_process_ip, --main_process_port, --mixed_precision, ...)",
+        "                 --num_machines, --machine_rank, --main_process_ip, --main_process_port, ...)",
         "                 Launch options may also be keys of the recipe / --config file (`accelerate_config: zero3`);",
         "                 the command line wins. Without any, training runs in this process.",
         "  --help-all     (the training options in TRL's own parser layout)",

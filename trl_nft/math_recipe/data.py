@@ -450,4 +450,5 @@ def load_math_mixture(
     if streaming:
         raise ValueError("datasets: test_split_size needs the row counts, which a streamed mixture does not have")
     split = mixture.train_test_split(test_size=test_split_size, seed=seed)
-    return {"train": _filter_and_limit(split["train"], None, None, limit, "datasets"), "test": _filter_and_limit(split["test"], None, None, test_limit, "datasets")}
+    return {"train": _filter_and_limit(split["train"], None, None, limit, "datasets"),
+            "test": _filter_and_limit(split["test"], None, None, test_limit, "datasets")}
