@@ -145,6 +145,15 @@ def test_mixture_fractions_and_test_split(tmp_path):
     assert list(again["problem"]) == list(train["problem"])  # the split follows --seed
 
 
+def test_the_model_card_names_dataset_name_but_no_single_dataset_for_a_mixture(tmp_path):
+    config = tmp_path / "mix.yaml"
+    config.write_text(yaml.safe_dump({"datasets": [{"path": "dapo-math-17k"}, {"path": "gsm8k"}]}))
+    mixture_args, _, _ = cli.parse_train_args([*CPU, "--config", str(config)])
+    assert math_script.model_card_dataset(mixture_args) is None
+    single_args, _, _ = cli.parse_train_args(CPU)
+    assert math_script.model_card_dataset(single_args) == "BytedTsinghua-SIA/DAPO-Math-17k"
+
+
 def test_mixture_fractions_for_all_or_none(tmp_path):
     first = write_jsonl(tmp_path / "a.jsonl", [{"problem": "a", "answer": "1"}])
     config = tmp_path / "mix.yaml"

@@ -124,6 +124,12 @@ def card_dataset_name(dataset_name: str) -> str | None:
     return HUB_ALIASES.get(dataset_name.lower(), (dataset_name, None))[0]
 
 
+def model_card_dataset(script_args: ScriptArguments) -> str | None:
+    """The dataset the model card and the hub push name: dataset_name's hub id; none for a `datasets` mixture (as
+    `trl grpo`) or a local path."""
+    return None if script_args.datasets else card_dataset_name(script_args.dataset_name)
+
+
 def _load_tokenizer(model_args: ModelConfig, training_args: NFTConfig):
     """The model's tokenizer, for the prompt-length filter (TRL loads its own copy for training)."""
     from transformers import AutoTokenizer
@@ -241,7 +247,7 @@ def run(script_args: ScriptArguments, training_args: NFTConfig, model_args: Mode
     try:
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model(training_args.output_dir)
-        dataset_name = card_dataset_name(script_args.dataset_name)
+        dataset_name = model_card_dataset(script_args)
         trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=dataset_name)
         if training_args.push_to_hub:
             trainer.push_to_hub(dataset_name=dataset_name)
