@@ -216,7 +216,9 @@ def to_math_prompts(
     """Convert a raw dataset into ``prompt``/``answer``/``problem`` columns, dropping rows without both.
 
     Columns are detected (DAPO, MATH, GSM8K schemas) unless named. ``deduplicate=None`` drops repeated
-    (problem, answer) pairs only for the DAPO schema. Raises ValueError when no usable row remains.
+    (problem, answer) pairs only for the DAPO schema. Raises ValueError when no usable row remains. A streamed
+    `IterableDataset` is converted lazily, as its rows arrive (its columns and types are known at once; rows are not
+    counted and not deduplicated).
     """
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
