@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from trl_nft import NFTConfig, cli
 from trl_nft.math_recipe import script as math_script
 from trl_nft.math_recipe.script import ScriptArguments
@@ -120,3 +123,43 @@ def test_module_entry_for_accelerate_launch():
     result = subprocess.run([sys.executable, "-m", "trl_nft.cli", "recipes"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "qwen2.5-math-7b" in result.stdout
+
+
+def test_recipes_listing_shows_whole_descriptions_wrapped_and_how_they_launch():
+    env = dict(os.environ, COLUMNS="80")
+    listing = subprocess.run([str(CONSOLE_SCRIPT), "recipes"], capture_output=True, text=True, timeout=300,
+                             env=env).stdout
+    assert all(len(line) < 80 for line in listing.splitlines())
+    flat = " ".join(listing.split())
+    for name, path in cli.recipe_files().items():
+        assert f"{name} {cli.recipe_summary(path)}" in flat  # every word of the description, in order
+    assert "tensor parallelism 4 (multi-node launch, and vLLM server mode" in flat  # the 32B line, once cut
+    assert "qwen2.5-math-7b" in flat and "Launch: zero3, 8 processes." in flat
+
+
+def test_recipe_headers_show_trl_nft_commands():
+    for name, path in cli.recipe_files().items():
+        text = path.read_text()
+        header = text[: text.index("\n" + next(line for line in text.splitlines() if not line.startswith("#")))]
+        commands = [line.strip("# ") for line in header.splitlines() if line.startswith("#   ")]
+        assert commands and all(command.startswith("trl-nft ") for command in commands), name
+        assert f"trl-nft train --recipe {name}" in text
+        assert "examples/" not in text and "accelerate launch --config_file" not in text, name
+
+
+def test_overview_names_the_launch_options():
+    text = run_command("--help").stdout
+    assert "--accelerate_config" in text and "--num_processes" in text
+    train_text = run_command("train", "--help").stdout
+    assert "--accelerate_config NAME|FILE" in train_text and "zero3" in train_text
+    assert "--num_processes N" in train_text
+
+
+def test_no_user_facing_text_points_at_the_test_data_folder():
+    """A path like ../shared/data exists only in this repository's test setup; users get hub names and commands."""
+    user_facing = [*(REPO_ROOT / "trl_nft").rglob("*.py"), *(REPO_ROOT / "trl_nft").rglob("*.yaml"),
+                   *(REPO_ROOT / "examples").glob("*.py"), *(REPO_ROOT / "docs").rglob("*.md"),
+                   REPO_ROOT / "README.md"]
+    offending = [str(path.relative_to(REPO_ROOT)) for path in user_facing
+                 if path.is_file() and re.search(r"shared/data|\.\./shared", path.read_text(encoding="utf-8"))]
+    assert not offending, f"these point at the test data folder: {offending}"

@@ -1,26 +1,34 @@
 """The `trl-nft` command: `train` (the paper's math recipe), `eval` (the six benchmarks), `recipes` (packaged recipes).
 
-    trl-nft train --recipe qwen2.5-math-7b [--any_option value ...]
+    trl-nft train --recipe qwen2.5-math-7b [--any_option value ...]      # launches itself as the recipe says
     trl-nft train --config my_recipe.yaml --model_name_or_path /models/qwen
-    accelerate launch --config_file zero3.yaml -m trl_nft.cli train --recipe qwen2.5-math-7b
-    trl-nft eval --model outputs/qwen2.5-math-7b-nft --data-dir data/math_eval
+    trl-nft train --recipe qwen2.5-math-7b --accelerate_config zero3 --num_processes 4
+    trl-nft eval --model outputs/qwen2.5-math-7b-nft --output results.json
     trl-nft recipes [NAME]
 
 `train` accepts every option of the script, `NFTConfig` (so `GRPOConfig` and `TrainingArguments`) and TRL's
-`ModelConfig`, from a YAML file and/or the command line (which wins), exactly like `trl grpo`.
+`ModelConfig`, from a YAML file and/or the command line (which wins), and launches through accelerate
+(`--accelerate_config`, `--num_processes`, any `accelerate launch` option; `trl_nft.launcher`), exactly like `trl grpo`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import sys
 import textwrap
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from trl_nft import launcher
+
+logger = logging.getLogger(__name__)
 
 PROG = "trl-nft"
-TRAIN_USAGE = "{prog} [--recipe NAME | --config FILE] [--option value ...]   (--help: every option, the script's and NFT's first)"
+TRAIN_USAGE = ("{prog} [--recipe NAME | --config FILE] [--accelerate_config NAME|FILE] [--num_processes N] "
+               "[--option value ...]   (--help: every option, the script's and NFT's first)")
 
 # TRL / transformers options a first run usually touches, shown by `train --help` after the NFT ones.
 COMMON_TRL_OPTIONS = (
@@ -41,11 +49,28 @@ def recipe_files() -> dict[str, Path]:
 
 
 def recipe_summary(path: Path) -> str:
-    """A recipe's first comment line: what it trains on which hardware."""
+    """A recipe's description: its first comment lines, up to the first example command (an indented comment) or
+    the first setting."""
+    lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#") or line.startswith("#  "):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
+def recipe_launch_summary(path: Path) -> str:
+    """How a recipe launches (its accelerate settings), e.g. "Launch: zero3, 8 processes."; empty: in-process."""
+    import yaml
+
+    settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    parts = [str(settings["accelerate_config"])] if "accelerate_config" in settings else []
+    if "num_machines" in settings:
+        parts.append(f"{settings['num_machines']} machines")
+    if "num_processes" in settings:
+        count = settings["num_processes"]
+        parts.append(f"{count} process{'es' if count != 1 else ''}")
+    return f"Launch: {', '.join(parts)}." if parts else ""
 
 
 def resolve_recipe(name: str) -> Path:
@@ -85,10 +110,15 @@ def recipes_command(argv: list[str]) -> int:
     if argv and argv[0] not in ("-h", "--help"):
         print(resolve_recipe(argv[0]).read_text(encoding="utf-8"), end="")
         return 0
-    print(f"Packaged NFT recipes (train: {PROG} train --recipe NAME; to copy and edit one: {PROG} recipes NAME)\n")
+    columns = max(shutil.get_terminal_size().columns, 80)
+    print(textwrap.fill(f"Packaged NFT recipes (train: {PROG} train --recipe NAME; to copy and edit one: {PROG} "
+                        "recipes NAME)", width=columns - 1, break_on_hyphens=False) + "\n")
     width = max(map(len, recipes))
     for name, path in recipes.items():
-        print(f"  {name:<{width}}  {recipe_summary(path)}")
+        indent = " " * (width + 4)
+        text = f"{recipe_summary(path)} {recipe_launch_summary(path)}".strip()
+        print(textwrap.fill(text, width=columns - 1, initial_indent=f"  {name:<{width}}  ", subsequent_indent=indent,
+                            break_on_hyphens=False))
     return 0
 
 
@@ -117,6 +147,24 @@ def describe_fields(specs, indent: str = "  ") -> str:
     return "\n".join(lines)
 
 
+def named_accelerate_configs() -> list[str]:
+    """The accelerate configs TRL ships (`--accelerate_config NAME`)."""
+    folder = resources.files("trl.accelerate_configs")
+    return sorted(Path(entry.name).stem for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def script_fields_in_help_order(script_class) -> list:
+    """The script's options in their class order, except TRL's dataset-mixture options after them and deprecated
+    names last."""
+    from trl import DatasetMixtureConfig
+
+    from trl_nft.math_recipe.script import DEPRECATED_ALIASES
+
+    mixture = {spec.name for spec in dataclasses.fields(DatasetMixtureConfig)}
+    return sorted(dataclasses.fields(script_class),
+                  key=lambda spec: (spec.name in DEPRECATED_ALIASES, spec.name in mixture))
+
+
 def train_help(prog: str) -> str:
     """`train --help`: launcher, script and NFT options first, then the TRL options most runs touch, then the rest."""
     from trl import ModelConfig
@@ -138,13 +186,19 @@ def train_help(prog: str) -> str:
         "Train a model with Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) on math prompts. Options come from a",
         "YAML file (--recipe / --config) and the command line, which wins. --model_name_or_path is required.",
         "",
-        "Launcher options:",
+        "Recipe and launch options:",
         f"  --recipe NAME  (a packaged paper recipe: {recipes}; see `{PROG} recipes`)",
-        "  --config FILE  (a YAML file with any of the options below, by name)",
-        "  --help-all     (the same options in TRL's own parser layout)",
+        "  --config FILE  (a YAML file with any of the options below, by name, and launch options)",
+        "  --accelerate_config NAME|FILE  (launch through `accelerate launch` with this config: one shipped with TRL,",
+        f"                 {', '.join(named_accelerate_configs())}, or a file)",
+        "  --num_processes N  (processes to launch, over all machines; with any `accelerate launch` option:",
+        "                 --num_machines, --machine_rank, --main_process_ip, --main_process_port, ...)",
+        "                 Launch options may also be keys of the recipe / --config file (`accelerate_config: zero3`);",
+        "                 the command line wins. Without any, training runs in this process.",
+        "  --help-all     (the training options in TRL's own parser layout)",
         "",
-        "Script options:",
-        describe_fields(dataclasses.fields(ScriptArguments)),
+        "Script options (the dataset options of `trl grpo`, the recipe's own, TRL's dataset mixtures):",
+        describe_fields(script_fields_in_help_order(ScriptArguments)),
         "",
         "NFT options (NFTConfig, on top of GRPOConfig):",
         describe_fields(nft_fields),
@@ -164,12 +218,25 @@ def build_parser(prog: str):
     from trl_nft.config import NFTConfig
     from trl_nft.math_recipe.script import ScriptArguments
 
-    # A short usage line: argparse would otherwise print all ~230 options with every parsing error.
-    return TrlParser((ScriptArguments, NFTConfig, ModelConfig), prog=prog, usage=TRAIN_USAGE.format(prog=prog))
+    # A short usage line: argparse would otherwise print all ~230 options with every parsing error. No abbreviations:
+    # an option the training parser does not know exactly is a launch option or a typo, never a prefix of another.
+    return TrlParser((ScriptArguments, NFTConfig, ModelConfig), prog=prog, usage=TRAIN_USAGE.format(prog=prog),
+                     allow_abbrev=False)
 
 
-def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
-    """(script, NFTConfig, ModelConfig) arguments; handles --help / --help-all and names missing required options."""
+@dataclasses.dataclass
+class TrainCommand:
+    """A parsed `trl-nft train` command line: the training arguments and how to launch them."""
+
+    script_args: Any
+    training_args: Any
+    model_args: Any
+    launch_args: list[str]  # for `accelerate launch`, `--accelerate_config` already resolved; empty: run in-process
+    script_argv: list[str]  # the command line without its launch options: what the launched processes get
+
+
+def parse_train_command(argv: list[str], prog: str = f"{PROG} train") -> TrainCommand:
+    """Parse a `train` command line (handles --help / --help-all, names missing required and unknown options)."""
     argv = list(argv)
     if "-h" in argv or "--help" in argv:
         print(train_help(prog))
@@ -178,23 +245,51 @@ def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
     if "--help-all" in argv:
         parser.print_help()
         raise SystemExit(0)
-    *parsed, unknown = parser.parse_args_and_config(args=recipe_to_config_argument(argv), return_remaining_strings=True)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (`{prog} --help-all` lists every option)")
+    *parsed, config_rest, cli_rest = parser.parse_args_and_config(
+        args=recipe_to_config_argument(argv), return_remaining_strings=True, separate_remaining_strings=True
+    )
+    try:
+        launcher.group_launch_options(config_rest, from_config=True)
+    except launcher.LaunchOptionError as unknown:
+        parser.error(f"unknown keys in the --recipe / --config file: {unknown} (neither a training option nor an "
+                     f"`accelerate launch` option; `{prog} --help-all` lists every training option)")
+    try:
+        launcher.group_launch_options(cli_rest)
+    except launcher.LaunchOptionError as unknown:
+        parser.error(f"unrecognized arguments: {unknown} (`{prog} --help-all` lists every option)")
+    try:
+        launch_args = launcher.launch_arguments(config_rest, cli_rest)
+    except launcher.LaunchOptionError as error:
+        parser.error(str(error))
     script_args, training_args, model_args = parsed
     if not model_args.model_name_or_path:
         parser.error("--model_name_or_path is required (a hub name such as Qwen/Qwen2.5-Math-7B or a local model "
                      "directory), on the command line or in the --recipe / --config file")
-    return script_args, training_args, model_args
+    return TrainCommand(script_args, training_args, model_args, launch_args, launcher.without_tokens(argv, cli_rest))
+
+
+def parse_train_args(argv: list[str], prog: str = f"{PROG} train"):
+    """(script, NFTConfig, ModelConfig) arguments of a `train` command line (its launch options are checked, not
+    returned: see `parse_train_command`)."""
+    command = parse_train_command(argv, prog)
+    return command.script_args, command.training_args, command.model_args
 
 
 def train(argv: list[str] | None = None, prog: str = f"{PROG} train"):
-    """Parse the options and run the training; returns the trainer."""
+    """Parse the options and train: in this process (returns the trainer) or, given launch options, in the processes
+    `accelerate launch` starts (returns their exit code)."""
     from trl_nft.math_recipe.script import run
 
-    script_args, training_args, model_args = parse_train_args(sys.argv[1:] if argv is None else argv, prog)
+    command = parse_train_command(sys.argv[1:] if argv is None else argv, prog)
     logging.basicConfig(level=logging.INFO)
-    return run(script_args, training_args, model_args)
+    if command.launch_args:
+        in_charge = launcher.launcher_in_charge()
+        if in_charge is None:
+            return launcher.relaunch(command.launch_args, command.script_argv)
+        if in_charge != launcher.LAUNCHED_ENV:  # started by the user's own launcher, whose settings hold
+            logger.warning("already running under a launcher (%s is set): launch options %s are not applied",
+                           in_charge, " ".join(command.launch_args))
+    return run(command.script_args, command.training_args, command.model_args)
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -204,10 +299,12 @@ Negative-aware Fine-Tuning (NFT, arXiv 2505.18116) for Hugging Face TRL.
 
 commands:
   train     train on math prompts with NFTTrainer (any NFTConfig / GRPOConfig / ModelConfig option; --help)
-  eval      avg@k accuracy on the paper's six math benchmarks (--help)
+  eval      avg@k accuracy on the paper's six math benchmarks, from the hub or a local folder (--help)
   recipes   list the packaged paper recipes, or print one: {PROG} recipes NAME
 
-Several GPUs: accelerate launch --config_file CONFIG.yaml -m trl_nft.cli train --recipe NAME
+Launching, as `trl grpo`: `{PROG} train --recipe NAME` starts the processes the recipe names (its accelerate_config
+and num_processes); --accelerate_config NAME|FILE, --num_processes N and any `accelerate launch` option override them
+on the command line. Without launch options, `train` runs in this process.
 """
 
 
@@ -218,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
-        train(rest, prog=f"{PROG} train")
-        return 0
+        outcome = train(rest, prog=f"{PROG} train")
+        return outcome if isinstance(outcome, int) else 0
     if command == "eval":
         from trl_nft.math_recipe import evaluate
 

@@ -38,24 +38,23 @@ def tiny_cli(model_dir, output_dir):
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipes_parse_into_nft_configs(recipe):
-    from trl import ModelConfig, TrlParser
+    from trl_nft.cli import parse_train_args, parse_train_command
 
-    from trl_nft import NFTConfig
-
-    example = load_example()
-    parser = TrlParser((example.ScriptArguments, NFTConfig, ModelConfig))
+    assert load_example().parse_train_args is parse_train_args  # the example parses as the command does
     # CPU here: bf16 and vLLM are switched off on the command line, which overrides the recipe.
-    script_args, config, model_args = parser.parse_args_and_config(
-        args=["--config", str(recipe), "--bf16", "false", "--use_vllm", "false", "--use_cpu", "true"]
-    )
+    command = parse_train_command(["--config", str(recipe), "--bf16", "false", "--use_vllm", "false",
+                                   "--use_cpu", "true"])
+    script_args, config, model_args = command.script_args, command.training_args, command.model_args
     assert model_args.model_name_or_path.startswith("Qwen/")
     assert config.learning_rate == 1e-6 and config.weight_decay == 0.1  # units and scales: tests/test_recipes.py
     assert config.beta == 0.0 and config.temperature == 1.0
     assert config.dynamic_sampling and config.max_generation_rounds == 10 and config.neg_weight == 1.0
+    # the processes the recipe launches (its accelerate settings)
+    gpus = int(command.launch_args[command.launch_args.index("--num_processes") + 1])
+    assert gpus == {"qwen2.5-math-7b": 8, "qwen2.5-32b": 32}.get(recipe.stem, 1)
     if "7b" in recipe.stem or "32b" in recipe.stem:
         assert config.num_generations == 16
         assert config.generation_batch_size == 512 * 16  # 512 prompts per generation batch
-        gpus = 32 if "32b" in recipe.stem else 8  # the recipes' launch configs (1 node of 8, 4 nodes of 8)
         completions_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * gpus
         assert config.generation_batch_size // completions_per_step == 16  # 16 optimizer steps per rollout batch
 

@@ -83,9 +83,9 @@ def test_tiny_random_model_runs_every_benchmark_from_the_command_line(data_dir, 
 
     results = main(
         [
-            "--model", str(model_dir), "--data-dir", str(data_dir), "--output", str(output),
-            "--backend", "transformers", "--limit", "2", "--max-new-tokens", "8",
-            "--n-samples-override", "1", "--batch-size", "2",
+            "--model", str(model_dir), "--data_dir", str(data_dir), "--output", str(output),
+            "--backend", "transformers", "--limit", "2", "--max_new_tokens", "8",
+            "--n_samples_override", "1", "--batch_size", "2",
         ]
     )  # fmt: skip
 
@@ -110,8 +110,47 @@ def test_tiny_random_model_runs_every_benchmark_from_the_command_line(data_dir, 
 def test_paper_settings_per_model_size(size, expected):
     from trl_nft.math_recipe.evaluate import build_parser, sampling_settings
 
-    settings = sampling_settings(build_parser().parse_args(["--model", "m", "--data-dir", "d", "--paper-settings", size]))
+    settings = sampling_settings(build_parser().parse_args(["--model", "m", "--data_dir", "d", "--paper_settings", size]))
     assert {key: getattr(settings, key) for key in expected} == expected
     overridden = sampling_settings(build_parser().parse_args(
-        ["--model", "m", "--data-dir", "d", "--paper-settings", size, "--temperature", "0.0"]))
+        ["--model", "m", "--data_dir", "d", "--paper_settings", size, "--temperature", "0.0"]))
     assert overridden.temperature == 0.0 and overridden.max_new_tokens == expected["max_new_tokens"]
+
+
+def test_dashed_spellings_are_still_accepted():
+    from trl_nft.math_recipe.evaluate import build_parser
+
+    dashed = build_parser().parse_args(["--model", "m", "--data-dir", "d", "--max-new-tokens=8", "--top-p", "0.5",
+                                        "--n-samples-override", "2", "--paper-settings", "32b"])
+    underscored = build_parser().parse_args(["--model", "m", "--data_dir", "d", "--max_new_tokens", "8", "--top_p",
+                                             "0.5", "--n_samples_override", "2", "--paper_settings", "32b"])
+    assert dashed == underscored
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--max-new-token", "8"])  # a misspelling stays an error
+
+
+def test_the_benchmarks_come_from_the_hub_by_default(fake_hub):
+    from tests.math_recipe.hub_fixtures import synthetic
+
+    hub = fake_hub({name: synthetic(name) for name in BENCHMARKS})
+    gold = {}
+    for name in BENCHMARKS:
+        from trl_nft.math_recipe.benchmarks import load_benchmark
+
+        dataset = load_benchmark(name, limit=2, prompt_format="plain")
+        gold.update(zip(dataset["prompt"], dataset["answer"]))
+    results = evaluate_benchmarks(lambda prompts: [f"\\boxed{{{gold[p]}}}" for p in prompts], limit=2)
+    assert results["average"] == 100.0 and list(results["benchmarks"]) == list(BENCHMARKS)
+    assert {call[0] for call in hub.calls} == {b.hub_id for b in BENCHMARKS.values()}
+
+
+def test_download_to_writes_the_files_without_a_model(fake_hub, tmp_path, capsys):
+    from tests.math_recipe.hub_fixtures import synthetic
+
+    fake_hub({name: synthetic(name) for name in BENCHMARKS})
+    result = main(["--download_to", str(tmp_path / "math_eval"), "--benchmarks", "aime24,amc23"])
+    assert sorted(Path(path).name for path in result["downloaded"]) == ["aime24.jsonl", "amc23.jsonl"]
+    assert f"--data_dir {tmp_path / 'math_eval'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--benchmarks", "aime24"])  # no --model, no --download_to
+    assert "--model is required" in capsys.readouterr().err

@@ -12,11 +12,18 @@ from trl_nft.math_recipe.official_scale import OFFICIAL_WORLD_SIZES, equivalent_
 from tests.conftest import REPO_ROOT
 
 RECIPE_DIR = REPO_ROOT / "trl_nft" / "math_recipe" / "recipes"
-# recipe -> (GPUs of its launch config, official run it reproduces or None)
+# recipe -> (GPUs it launches, official run it reproduces or None)
 RECIPES = {
     "qwen2.5-math-7b": (8, "7b"),
     "qwen2.5-32b": (32, "32b"),
     "qwen2.5-math-1.5b-single-gpu": (1, None),
+}
+# The official runs' hardware (NVlabs/NFT train_7B.sh: 1 node x 8 GPUs; train_32B.sh: 4 nodes x 8), which the
+# recipes' launch settings reproduce with TRL's named accelerate configs.
+LAUNCH = {
+    "qwen2.5-math-7b": {"accelerate_config": "zero3", "num_processes": 8},
+    "qwen2.5-32b": {"accelerate_config": "zero3", "num_machines": 4, "num_processes": 32},
+    "qwen2.5-math-1.5b-single-gpu": {"accelerate_config": "single_gpu", "num_processes": 1},
 }
 OFFICIAL_WARMUP_ROLLOUT_STEPS = 10  # train_7B.sh / train_32B.sh: actor_rollout_ref.actor.optim.lr_warmup_steps=10
 PAPER_ROLLOUT_STEPS = 320
@@ -36,6 +43,13 @@ def steps_per_generation(recipe, gpus):
 
 def test_every_recipe_is_audited():
     assert sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes_launch_on_their_hardware(name):
+    recipe = load(name)
+    assert {key: recipe[key] for key in LAUNCH[name]} == LAUNCH[name]
+    assert recipe["num_processes"] == RECIPES[name][0]  # the GPU count every batch-size check below assumes
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -62,6 +76,14 @@ def test_paper_recipes_match_the_official_run(name):
     assert recipe["dynamic_sampling_first_round_oversample"] == 3  # gen_batch_size = 3 x train_batch_size
     assert recipe["loss_type"] == "dr_grpo" and recipe["beta"] == 0.0 and recipe["entropy_coef"] == 0.0
     assert recipe["learning_rate"] == 1e-6 and recipe["weight_decay"] == 0.1 and recipe["temperature"] == 1.0
+
+
+def test_single_gpu_recipe_evaluates_on_math500_from_the_hub():
+    from trl_nft.math_recipe.benchmarks import BENCHMARKS
+
+    recipe = load("qwen2.5-math-1.5b-single-gpu")
+    assert recipe["eval_dataset_name"] == BENCHMARKS["math500"].hub_id == "HuggingFaceH4/MATH-500"
+    assert recipe.get("dataset_test_split", "test") == BENCHMARKS["math500"].hub_split
 
 
 def test_single_gpu_recipe_keeps_fp32_master_weights():

@@ -145,7 +145,7 @@ def _is_dapo_schema(columns: list[str]) -> bool:
     return "prompt" in columns and "reward_model" in columns
 
 
-def _resolve_local(path: Path, split: str):
+def _resolve_local(path: Path, split: str, streaming: bool = False):
     """Load a local file, or the ``split`` file of a local directory."""
     from datasets import load_dataset
 
@@ -153,26 +153,55 @@ def _resolve_local(path: Path, split: str):
         for suffix in FILE_BUILDERS:
             candidate = path / f"{split}{suffix}"
             if candidate.is_file():
-                return _resolve_local(candidate, split)
-        return load_dataset(str(path), split=split)
+                return _resolve_local(candidate, split, streaming)
+        return load_dataset(str(path), split=split, streaming=streaming)
     builder = FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise ValueError(f"unsupported file type {path.suffix!r} for {path} (use one of {sorted(FILE_BUILDERS)})")
-    return load_dataset(builder, data_files=str(path), split="train")  # a lone file is always split "train"
+    # a lone file is always split "train"
+    return load_dataset(builder, data_files=str(path), split="train", streaming=streaming)
 
 
-def load_raw_dataset(source: str | Path, split: str = "train"):
+def load_raw_dataset(
+    source: str | Path,
+    split: str = "train",
+    config: str | None = None,
+    streaming: bool = False,
+    data_dir: str | None = None,
+    data_files=None,
+):
     """Load ``source`` unchanged: a local file/directory, a short alias (``dapo-math-17k``, ``gsm8k``) or a hub name.
 
-    Hub names need internet access; local paths never touch the network.
+    ``config`` is the hub dataset's configuration (`datasets.load_dataset`'s ``name``; TRL's ``dataset_config``),
+    ``streaming`` returns an `IterableDataset`; ``data_dir`` / ``data_files`` are passed to `datasets.load_dataset`
+    (then ``source`` may also be a builder name such as ``json``, as in TRL's dataset mixtures). Hub names need
+    internet access (or the datasets cache with ``HF_HUB_OFFLINE=1``); local paths never touch the network.
     """
     from datasets import load_dataset
 
     path = Path(source).expanduser()
-    if path.exists():
-        return _resolve_local(path, split)
-    name, config = HUB_ALIASES.get(str(source).lower(), (str(source), None))
-    return load_dataset(name, config, split=split)
+    if path.exists() and data_dir is None and data_files is None:
+        return _resolve_local(path, split, streaming)
+    name, alias_config = HUB_ALIASES.get(str(source).lower(), (str(source), None))
+    return load_dataset(name, config or alias_config, split=split, streaming=streaming, data_dir=data_dir,
+                        data_files=data_files)
+
+
+def _column_names(dataset) -> list[str]:
+    """Columns of a dataset; a streamed one that does not know them yet shows them in its first row."""
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    first = next(iter(dataset), None)  # a stream restarts at every iteration: nothing is consumed
+    return [] if first is None else list(first)
+
+
+def _math_features(prompt_format: str, prefix: str = ""):
+    """The converted columns' types (a streamed dataset cannot infer them without reading)."""
+    from datasets import Features, Value
+
+    text = Value("string")
+    prompt = text if prompt_format == "plain" else [{"role": text, "content": text}]
+    return Features({f"{prefix}prompt": prompt, f"{prefix}answer": text, f"{prefix}problem": text})
 
 
 def to_math_prompts(
@@ -187,18 +216,22 @@ def to_math_prompts(
     """Convert a raw dataset into ``prompt``/``answer``/``problem`` columns, dropping rows without both.
 
     Columns are detected (DAPO, MATH, GSM8K schemas) unless named. ``deduplicate=None`` drops repeated
-    (problem, answer) pairs only for the DAPO schema. Raises ValueError when no usable row remains.
+    (problem, answer) pairs only for the DAPO schema. Raises ValueError when no usable row remains. A streamed
+    `IterableDataset` is converted lazily, as its rows arrive (its columns and types are known at once; rows are not
+    counted and not deduplicated).
     """
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
-    columns = list(dataset.column_names)
+    from datasets import IterableDataset
+
+    streamed = isinstance(dataset, IterableDataset)
+    columns = _column_names(dataset)
     is_dapo = _is_dapo_schema(columns) and problem_column is None and answer_column is None
     if is_dapo:
         problem_key, answer_key = "prompt", "reward_model"
     else:
         problem_key = _pick_column(columns, problem_column, PROBLEM_COLUMNS, "problem", source_name)
         answer_key = _pick_column(columns, answer_column, ANSWER_COLUMNS, "answer", source_name)
-    total = len(dataset)
     drop_reasons = Counter()
 
     def convert(batch: dict) -> dict:
@@ -212,6 +245,18 @@ def to_math_prompts(
         # Fresh column names: reusing an input name (e.g. a float `answer` from csv) would cast back to its type.
         return {"new_prompt": prompts, "new_answer": answers, "new_problem": problems}
 
+    renamed = {f"new_{name}": name for name in ("prompt", "answer", "problem")}
+    if streamed:
+        # Converted as rows arrive: no totals to check or log, and no deduplication (a stream is read again at every
+        # epoch, so a set of problems seen so far would drop the whole second epoch).
+        if deduplicate or (deduplicate is None and is_dapo):
+            logger.warning("%s: streamed, so repeated problems are kept (load it without streaming to drop them)",
+                           source_name)
+        converted = dataset.map(convert, batched=True, remove_columns=columns,
+                                features=_math_features(prompt_format, prefix="new_"))
+        return converted.rename_columns(renamed)
+
+    total = len(dataset)
     # No cache reuse: datasets fingerprints `convert` without the helpers it calls, so a cached result could
     # silently come from an older version of this module.
     converted = dataset.map(
@@ -226,7 +271,7 @@ def to_math_prompts(
             f"{source_name}: no usable rows (need a problem and a gold answer) among {total}; "
             f"columns were {columns}, read problem from {problem_key!r} and answer from {answer_key!r}"
         )
-    converted = converted.rename_columns({f"new_{name}": name for name in ("prompt", "answer", "problem")})
+    converted = converted.rename_columns(renamed)
     if deduplicate or (deduplicate is None and is_dapo):
         seen: set[tuple[str, str]] = set()
 
@@ -276,6 +321,10 @@ def drop_long_prompts(dataset, tokenizer, max_prompt_tokens: int, source_name: s
     def short_enough(batch: dict) -> list[bool]:
         return [count <= max_prompt_tokens for count in prompt_token_counts(batch["prompt"], tokenizer)]
 
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):  # filtered as rows arrive: nothing to count
+        return dataset.filter(short_enough, batched=True)
     total = len(dataset)
     kept = dataset.filter(short_enough, batched=True, load_from_cache_file=False,
                           desc=f"Dropping {source_name} prompts over {max_prompt_tokens} tokens")
@@ -299,24 +348,27 @@ def load_math_dataset(
     system_prompt: str | None = None,
     tokenizer=None,
     max_prompt_tokens: int | None = None,
+    config: str | None = None,
+    streaming: bool = False,
 ):
     """Load a math dataset as ``prompt``/``answer``/``problem`` columns in the NFT paper's prompt format.
 
     ``source``: a local json/jsonl/parquet/csv file, a directory holding ``{split}.jsonl`` (etc.), a hub dataset
-    name, or the aliases ``"dapo-math-17k"``/``"gsm8k"``. ``split`` is ignored for a single local file.
-    ``prompt_format``: ``"chat"`` (conversational, the default) or ``"plain"`` text. ``limit`` keeps the first
-    N usable rows. ``max_prompt_tokens`` drops prompts longer than that many tokens of ``tokenizer`` (the model's;
-    chat prompts are counted with its chat template, as TRL renders them), before ``limit`` applies. Given a
-    ``tokenizer`` without a chat template, ``prompt_format="chat"`` is refused at once (use ``"plain"``). See
-    `to_math_prompts` for the other arguments.
+    name, or the aliases ``"dapo-math-17k"``/``"gsm8k"``. ``split`` is ignored for a single local file; ``config``
+    names a hub dataset's configuration. ``streaming=True`` returns an `IterableDataset` converted as rows arrive
+    (no deduplication, no row counts). ``prompt_format``: ``"chat"`` (conversational, the default) or ``"plain"``
+    text. ``limit`` keeps the first N usable rows. ``max_prompt_tokens`` drops prompts longer than that many tokens
+    of ``tokenizer`` (the model's; chat prompts are counted with its chat template, as TRL renders them), before
+    ``limit`` applies. Given a ``tokenizer`` without a chat template, ``prompt_format="chat"`` is refused at once
+    (use ``"plain"``). See `to_math_prompts` for the other arguments.
 
     Example::
 
         train = load_math_dataset("dapo-math-17k")                       # needs internet
-        test = load_math_dataset("../shared/data/gsm8k", split="test", prompt_format="plain", limit=100)
+        test = load_math_dataset("data/gsm8k", split="test", prompt_format="plain", limit=100)
     """
     check_chat_template(tokenizer, prompt_format, source_name=str(source))
-    raw = load_raw_dataset(source, split)
+    raw = load_raw_dataset(source, split, config=config, streaming=streaming)
     dataset = to_math_prompts(
         raw,
         prompt_format=prompt_format,
@@ -326,8 +378,79 @@ def load_math_dataset(
         system_prompt=system_prompt,
         source_name=str(source),
     )
+    return _filter_and_limit(dataset, tokenizer, max_prompt_tokens, limit, str(source))
+
+
+def _filter_and_limit(dataset, tokenizer, max_prompt_tokens: int | None, limit: int | None, source_name: str):
     if max_prompt_tokens is not None:
-        dataset = drop_long_prompts(dataset, tokenizer, max_prompt_tokens, source_name=str(source))
+        dataset = drop_long_prompts(dataset, tokenizer, max_prompt_tokens, source_name=source_name)
     if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
+        from datasets import IterableDataset
+
+        dataset = dataset.take(limit) if isinstance(dataset, IterableDataset) else dataset.select(
+            range(min(limit, len(dataset))))
     return dataset
+
+
+def mix_by_fraction(parts: list, fractions: list[float | None]) -> list:
+    """Each part cut to its share of a mixture (TRL's `DatasetConfig.fraction`): shares are the fractions normalised
+    to sum to one, and the mixture is as large as it can be without repeating any row, so each part keeps its first
+    ``round(share * size)`` rows. All fractions None: the parts unchanged."""
+    if all(fraction is None for fraction in fractions):
+        return parts
+    if any(fraction is None for fraction in fractions):
+        raise ValueError(f"datasets: set `fraction` for every dataset of the mixture or for none, got {fractions}")
+    if any(fraction < 0 for fraction in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"datasets: fractions must be >= 0 with a positive sum, got {fractions}")
+    shares = [fraction / sum(fractions) for fraction in fractions]
+    size = min(len(part) / share for part, share in zip(parts, shares) if share > 0)
+    return [part.select(range(round(share * size))) for part, share in zip(parts, shares)]
+
+
+def load_math_mixture(
+    datasets_config: list,
+    streaming: bool = False,
+    test_split_size: float | None = None,
+    seed: int = 0,
+    prompt_format: str = "chat",
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    system_prompt: str | None = None,
+):
+    """TRL's dataset mixture (`trl.DatasetMixtureConfig.datasets`, the ``datasets:`` list of a YAML config) as math
+    prompts: {"train": ..., "test": ... (with ``test_split_size``)}.
+
+    Each entry (``path``, ``name``, ``data_dir``, ``data_files``, ``split``, ``columns``, ``fraction``) is loaded as
+    `datasets.load_dataset` would (``path`` may also be a local file or one of our aliases) and converted on its own,
+    so sources with different columns (DAPO-Math-17k and a problem/answer file) mix. Then fractions apply (over
+    usable rows), the parts are concatenated, and ``test_split_size`` splits off a test set with ``seed``.
+    ``limit`` / ``test_limit`` keep the first N rows of each.
+    """
+    from datasets import IterableDataset, concatenate_datasets
+
+    if not datasets_config:
+        raise ValueError("datasets: the mixture is empty")
+    check_chat_template(tokenizer, prompt_format, source_name="datasets")
+    parts = []
+    for entry in datasets_config:
+        raw = load_raw_dataset(entry.path, entry.split, config=entry.name, streaming=streaming,
+                               data_dir=entry.data_dir, data_files=entry.data_files)
+        if entry.columns is not None:
+            raw = raw.select_columns(entry.columns)
+        part = to_math_prompts(raw, prompt_format=prompt_format, system_prompt=system_prompt, source_name=entry.path)
+        parts.append(_filter_and_limit(part, tokenizer, max_prompt_tokens, None, entry.path))
+    fractions = [entry.fraction for entry in datasets_config]
+    if streaming and any(fraction is not None for fraction in fractions):
+        raise ValueError("datasets: `fraction` needs the row counts, which a streamed mixture does not have")
+    mixture = concatenate_datasets(mix_by_fraction(parts, fractions))
+    if not isinstance(mixture, IterableDataset):
+        logger.info("datasets: a mixture of %d prompts from %d sources", len(mixture), len(parts))
+    if test_split_size is None:
+        return {"train": _filter_and_limit(mixture, None, None, limit, "datasets")}
+    if streaming:
+        raise ValueError("datasets: test_split_size needs the row counts, which a streamed mixture does not have")
+    split = mixture.train_test_split(test_size=test_split_size, seed=seed)
+    return {"train": _filter_and_limit(split["train"], None, None, limit, "datasets"),
+            "test": _filter_and_limit(split["test"], None, None, test_limit, "datasets")}

@@ -2,7 +2,12 @@ r"""Evaluate a model on the NFT paper's six math benchmarks (avg@k accuracy, JSO
 
 Usage::
 
-    python -m trl_nft.math_recipe.evaluate --model PATH --data-dir ../shared/data/math_eval --output results.json
+    trl-nft eval --model PATH --output results.json                 # the six benchmarks from the hub
+    trl-nft eval --download_to data/math_eval                        # once, where there is internet
+    trl-nft eval --model PATH --data_dir data/math_eval --output results.json   # offline, from those files
+
+(``python -m trl_nft.math_recipe.evaluate`` is the same command.) Where each benchmark comes from on the hub and how
+its rows are read: `trl_nft.math_recipe.benchmarks`.
 
 The paper reports avg@32 (32 samples per problem, accuracy averaged) for AIME24, AIME25 and AMC23 and avg@1 for
 MATH500, OlympiadBench and Minerva Math. Sampling follows the authors' evaluation scripts, per model size
@@ -22,6 +27,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,36 +35,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from trl_nft.math_recipe.data import load_math_dataset, with_instruction
+from trl_nft.math_recipe.benchmarks import BENCHMARKS, download_benchmarks, load_benchmark
+from trl_nft.math_recipe.data import with_instruction
 
 logger = logging.getLogger(__name__)
 
 Generator = Callable[[list[str]], list[str]]
 """Takes rendered prompt strings, returns one sampled completion per prompt (same order)."""
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A benchmark file ``{name}.jsonl`` in the data directory, its table column and the paper's k for avg@k."""
-
-    name: str
-    column: str
-    paper_samples: int
-
-
-# In the paper's table order.
-BENCHMARKS = {
-    b.name: b
-    for b in (
-        Benchmark("aime24", "AIME24", 32),
-        Benchmark("math500", "MATH500", 1),
-        Benchmark("aime25", "AIME25", 32),
-        Benchmark("amc23", "AMC23", 32),
-        Benchmark("olympiadbench", "Olympiad", 1),
-        Benchmark("minerva_math", "Minerva", 1),
-    )
-}
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
@@ -81,15 +64,6 @@ PAPER_SETTINGS = {
 # ---------------------------------------------------------------------------------------------------------------
 # Prompts and benchmark data
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def benchmark_file(data_dir: str | Path, name: str) -> Path:
-    """Path of benchmark ``name`` in ``data_dir`` (``.jsonl``, ``.json`` or ``.parquet``)."""
-    for suffix in DATA_SUFFIXES:
-        path = Path(data_dir) / f"{name}{suffix}"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"benchmark {name!r} not found in {data_dir} (expected {name}.jsonl/.json/.parquet)")
 
 
 def render_prompts(dataset, tokenizer=None) -> list[str]:
@@ -169,7 +143,7 @@ def vllm_usable() -> bool:
 
 def evaluate_benchmarks(
     generate: Generator,
-    data_dir: str | Path,
+    data_dir: str | Path | None = None,
     benchmarks: list[str] | None = None,
     tokenizer=None,
     n_samples_override: int | None = None,
@@ -178,6 +152,8 @@ def evaluate_benchmarks(
     reward=None,
 ) -> dict:
     """Generate and score every benchmark; returns ``{"benchmarks": {name: {...}}, "average": float}``.
+
+    The benchmarks are read from ``data_dir`` when given, else from the hub (`trl_nft.math_recipe.benchmarks`).
 
     Each benchmark dict has ``accuracy`` (avg@k in percent), ``k``, ``num_problems``, ``num_samples``,
     ``ungradable`` (problems whose gold math-verify cannot parse; scored 0) and ``no_answer`` (samples without a
@@ -193,7 +169,7 @@ def evaluate_benchmarks(
 
     plans = []
     for name in names:
-        dataset = load_math_dataset(benchmark_file(data_dir, name), prompt_format="chat", limit=limit)
+        dataset = load_benchmark(name, data_dir, prompt_format="chat", limit=limit)
         k = n_samples_override or BENCHMARKS[name].paper_samples
         plans.append((name, dataset, k, render_prompts(dataset, tokenizer)))
 
@@ -247,33 +223,57 @@ def markdown_table(results: dict, model_name: str = "model") -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class UnderscoreOptionParser(argparse.ArgumentParser):
+    """Options spelled with underscores, as `trl-nft train`'s; the dashed spelling of each (``--max-new-tokens``,
+    the one `trl-nft eval` used first) is read as the underscore one."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        options = {option for action in self._actions for option in action.option_strings}
+        rewritten = []
+        for token in sys.argv[1:] if args is None else args:
+            name, equals, value = token.partition("=")
+            underscored = "--" + name[2:].replace("-", "_")
+            dashed_alias = token.startswith("--") and underscored != name and underscored in options
+            rewritten.append(underscored + equals + value if dashed_alias else token)
+        return super().parse_known_args(rewritten, namespace)
+
+
 def build_parser(prog: str = "python -m trl_nft.math_recipe.evaluate") -> argparse.ArgumentParser:
-    """The ``python -m trl_nft.math_recipe.evaluate`` (= ``trl-nft eval``) argument parser."""
+    """The ``trl-nft eval`` (= ``python -m trl_nft.math_recipe.evaluate``) argument parser."""
     defaults = SamplingSettings()
-    parser = argparse.ArgumentParser(
+    hub_ids = ", ".join(f"{b.name}: {b.hub_id}" for b in BENCHMARKS.values())
+    parser = UnderscoreOptionParser(
         prog=prog,
+        usage=f"{prog} --model MODEL [--data_dir DIR] [--output FILE] [--option value ...]\n"
+        f"       {prog} --download_to DIR [--benchmarks NAMES]",
         description=(
             "avg@k accuracy on the NFT paper's math benchmarks (avg@32 for aime24/aime25/amc23, avg@1 otherwise). "
-            "Sampling follows the authors' evaluation per model size (--paper-settings): 7b = temperature 0.6, "
+            f"The benchmarks come from the Hugging Face hub ({hub_ids}) unless --data_dir names a folder of "
+            "<benchmark>.jsonl files; --download_to writes that folder once, for machines without internet. "
+            "Sampling follows the authors' evaluation per model size (--paper_settings): 7b = temperature 0.6, "
             "top-p 0.7, 3584 new tokens (4096 context minus 512 prompt tokens); 32b = temperature 1.0, top-p 0.7, "
-            "7168 new tokens (8192 minus 1024). No top-k. --temperature / --top-p / --max-new-tokens override them."
+            "7168 new tokens (8192 minus 1024). No top-k. --temperature / --top_p / --max_new_tokens override them. "
+            "Dashed spellings such as --data-dir are accepted too."
         ),
     )
-    parser.add_argument("--paper-settings", choices=sorted(PAPER_SETTINGS), default="7b",
-                        help="the authors' sampling settings for this model size (default: %(default)s)")
-    parser.add_argument("--model", required=True, help="model directory or hub name")
+    parser.add_argument("--model", help="model directory or hub name (required unless --download_to)")
     parser.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated, from: %(default)s")
-    parser.add_argument("--data-dir", required=True, help="directory with <benchmark>.jsonl files (problem, answer)")
+    parser.add_argument("--data_dir", help="folder with <benchmark>.jsonl files (problem, answer), e.g. written by "
+                        "--download_to; default: read the benchmarks from the hub")
+    parser.add_argument("--download_to", metavar="DIR", help="write <benchmark>.jsonl for each of --benchmarks into "
+                        "DIR from the hub (once, with internet), then exit; later runs read them with --data_dir DIR")
     parser.add_argument("--output", help="write results JSON here, and the Markdown table next to it (.md)")
-    parser.add_argument("--temperature", type=float, help="default: from --paper-settings")
-    parser.add_argument("--top-p", type=float, help="default: from --paper-settings")
-    parser.add_argument("--max-new-tokens", type=int, help="default: from --paper-settings")
-    parser.add_argument("--n-samples-override", type=int, help="samples per problem for every benchmark")
+    parser.add_argument("--paper_settings", choices=sorted(PAPER_SETTINGS), default="7b",
+                        help="the authors' sampling settings for this model size (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, help="default: from --paper_settings")
+    parser.add_argument("--top_p", type=float, help="default: from --paper_settings")
+    parser.add_argument("--max_new_tokens", type=int, help="default: from --paper_settings")
+    parser.add_argument("--n_samples_override", type=int, help="samples per problem for every benchmark")
     parser.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
-    parser.add_argument("--batch-size", type=int, default=32, help="prompts per transformers generate call")
+    parser.add_argument("--batch_size", type=int, default=32, help="prompts per transformers generate call")
     parser.add_argument("--backend", choices=("auto", "vllm", "transformers"), default="auto")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM only")
     parser.add_argument("--dtype", default="auto", help="transformers only: torch dtype (auto, bfloat16, float32)")
     return parser
 
@@ -290,9 +290,24 @@ def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trl_nft.math_recipe.evaluate") -> dict:
-    """Run the command line; returns the results dict that is also printed and saved."""
-    args = build_parser(prog).parse_args(argv)
+    """Run the command line; returns the results dict that is also printed and saved (with --download_to: the files
+    written, ``{"downloaded": [paths]}``)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    benchmarks = [name.strip() for name in args.benchmarks.split(",") if name.strip()]
+    unknown = [name for name in benchmarks if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"--benchmarks: unknown {unknown}; choose from {','.join(BENCHMARKS)}")
+    if args.download_to:
+        if args.data_dir:
+            parser.error("--download_to writes the benchmark files from the hub; --data_dir reads them: give one")
+        written = download_benchmarks(args.download_to, benchmarks)
+        print(f"wrote {len(written)} benchmark files to {args.download_to}; evaluate offline with "
+              f"{prog} --model MODEL --data_dir {args.download_to}")
+        return {"downloaded": [str(path) for path in written]}
+    if not args.model:
+        parser.error("--model is required (a model directory or hub name), unless --download_to")
     settings = sampling_settings(args)
     backend = args.backend
     if backend == "auto":
@@ -313,7 +328,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trl_nft.math_reci
         generate = transformers_generator(model, tokenizer, settings)
         batch_size = args.batch_size
 
-    benchmarks = [name.strip() for name in args.benchmarks.split(",") if name.strip()]
     results = evaluate_benchmarks(
         generate,
         args.data_dir,
@@ -323,7 +337,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trl_nft.math_reci
         limit=args.limit,
         batch_size=batch_size,
     )
-    results.update(model=args.model, backend=backend, sampling=asdict(settings))
+    results.update(model=args.model, backend=backend, sampling=asdict(settings),
+                   data=args.data_dir or "hub")
     table = markdown_table(results, Path(args.model).name or args.model)
     print(table)
     if args.output:
