@@ -162,9 +162,6 @@ def test_mixture_fractions_for_all_or_none(tmp_path):
         datasets_for(["--config", str(config)])
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="NFTTrainer's dataset checks call len() on the IterableDataset (trl_nft/dataset_checks.py); "
-                          "remove this mark once they accept streamed datasets")
 def test_a_streamed_dataset_trains(tmp_path, split_folder):
     from trl_nft.testing.tiny_models import save_tiny_model
 
