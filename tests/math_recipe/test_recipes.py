@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_nft.math_recipe.official_scale import OFFICIAL_WORLD_SIZES, equivalent_max_grad_norm
+from trl_nft.math_recipe.official_scale import OFFICIAL_WORLD_SIZES, equivalent_adam_epsilon, equivalent_max_grad_norm
 
 from tests.conftest import REPO_ROOT
 
@@ -71,6 +71,9 @@ def test_paper_recipes_match_the_official_run(name):
     expected_clip = equivalent_max_grad_norm(1.0, OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
                                              OFFICIAL_WORLD_SIZES[official])
     assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=1e-3)
+    expected_eps = equivalent_adam_epsilon(OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
+                                           OFFICIAL_WORLD_SIZES[official])
+    assert recipe["adam_epsilon"] == pytest.approx(expected_eps, rel=1e-3)
     assert recipe["vllm_importance_sampling_correction"] is False  # the official runs had no such correction
     assert recipe["dynamic_sampling"] and recipe["max_generation_rounds"] == 10  # filter_groups, max_num_gen_batches
     assert recipe["dynamic_sampling_first_round_oversample"] == 3  # gen_batch_size = 3 x train_batch_size
@@ -92,3 +95,6 @@ def test_single_gpu_recipe_keeps_fp32_master_weights():
     expected_clip = equivalent_max_grad_norm(1.0, OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
                                              OFFICIAL_WORLD_SIZES["7b"])
     assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=2e-3)
+    expected_eps = equivalent_adam_epsilon(OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
+                                           OFFICIAL_WORLD_SIZES["7b"])
+    assert recipe["adam_epsilon"] == pytest.approx(expected_eps, rel=2e-3)
