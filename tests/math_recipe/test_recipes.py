@@ -53,10 +53,21 @@ def test_recipes_launch_on_their_hardware(name):
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_warm_up_counts_rollout_steps(name):
-    gpus, _ = RECIPES[name]
+def test_optimizer_is_the_official_one(name):
     recipe = load(name)
-    assert recipe["warmup_steps"] == OFFICIAL_WARMUP_ROLLOUT_STEPS * steps_per_generation(recipe, gpus)
+    # verl's scheduler steps once per rollout step: warm-up in generation batches, lr constant within one
+    assert recipe["lr_scheduler_per_generation"] is True
+    assert recipe["warmup_steps"] == OFFICIAL_WARMUP_ROLLOUT_STEPS
+    assert recipe["lr_scheduler_type"] == "constant_with_warmup"
+    assert recipe["weight_decay_all_parameters"] is True  # verl's AdamW over model.parameters()
+    assert (recipe["eval_temperature"], recipe["eval_top_p"]) == (0.6, 0.7)  # train_*.sh val_kwargs
+
+
+def test_32b_recipe_uses_the_qwen25_math_system_prompt():
+    from trl_nft.testing.tiny_models import QWEN25_MATH_SYSTEM_PROMPT
+
+    assert load("qwen2.5-32b")["system_prompt"] == QWEN25_MATH_SYSTEM_PROMPT
+    assert "system_prompt" not in load("qwen2.5-math-7b")  # Qwen2.5-Math's chat template adds it by default
 
 
 @pytest.mark.parametrize("name", [name for name, (_, official) in RECIPES.items() if official])
