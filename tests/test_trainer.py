@@ -303,3 +303,17 @@ def test_evaluation_decoding_reaches_the_vllm_engine_settings(model, prompt_data
 def test_bad_evaluation_decoding_names_the_field(tmp_path, field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
         tiny_args(NFTConfig, tmp_path, **{field: value})
+
+
+def test_trl_reads_the_decoding_settings_where_evaluation_sets_them():
+    # `_evaluation_decoding` swaps these attributes; TRL must still read them at each generation, not at start-up.
+    import inspect
+
+    from trl.generation.vllm_generation import VLLMGeneration
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    vllm_generate = inspect.getsource(VLLMGeneration.generate)
+    assert "self.temperature" in vllm_generate and "self.top_p" in vllm_generate
+    generate = inspect.getsource(GRPOTrainer._generate_single_turn)
+    assert "generation_config=self.generation_config" in generate
+    assert "generation_kwargs=self.generation_kwargs" in generate
