@@ -8,6 +8,10 @@ The subclass hooks three places:
   (`correct`, `correct_rate`) for this process's slice of the batch;
 * `_compute_loss` – NFT's per-token loss (`trl_nft.loss`), then TRL's KL, masks and aggregation conventions.
 
+It also reads its own options where TRL has none: `eval_temperature` / `eval_top_p` (swapped in around evaluation
+generation), `weight_decay_all_parameters` (`get_decay_parameter_names`) and `lr_scheduler_per_generation`
+(`create_scheduler`, `trl_nft.lr_schedule`).
+
 Checkpoints also carry TRL's generation buffer and micro-step counter, and the dynamic-sampling state
 (`_save_checkpoint` / `_load_optimizer_and_scheduler`, `trl_nft.generation_state`), so a run resumed in the middle
 of a generation batch trains on the rest of that batch, as the uninterrupted run does.
@@ -141,29 +145,28 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
 
     @contextlib.contextmanager
     def _evaluation_decoding(self):
-        """In evaluation, sample with `eval_temperature` / `eval_top_p` where TRL reads its decoding settings: the vLLM
-        engine wrapper (colocate and server) or the transformers generation config and its override kwargs."""
+        """In evaluation, sample with `eval_temperature` / `eval_top_p` where TRL reads its decoding settings at each
+        generation: the vLLM wrapper (colocate and server), or the transformers generation config and the kwargs
+        that override the model's own generation config. Restored afterwards."""
         settings = {"temperature": self.args.eval_temperature, "top_p": self.args.eval_top_p}
         settings = {name: value for name, value in settings.items() if value is not None}
         if self.model.training or not settings:
             yield
             return
-        holders = [self.vllm_generation] if self.use_vllm else [self.generation_config]
-        saved = [{name: getattr(holder, name) for name in settings} for holder in holders]
-        kwargs = None if self.use_vllm else self.generation_kwargs
-        saved_kwargs = None if kwargs is None else {name: kwargs.get(name) for name in settings}
+        holder = self.vllm_generation if self.use_vllm else self.generation_config
+        kwargs = {} if self.use_vllm else self.generation_kwargs
+        saved = {name: getattr(holder, name) for name in settings}
+        saved_kwargs = {name: kwargs[name] for name in settings if name in kwargs}
         try:
-            for holder in holders:
-                for name, value in settings.items():
-                    setattr(holder, name, value)
-            if kwargs is not None:
+            for name, value in settings.items():
+                setattr(holder, name, value)
+            if kwargs:
                 kwargs.update(settings)
             yield
         finally:
-            for holder, values in zip(holders, saved):
-                for name, value in values.items():
-                    setattr(holder, name, value)
-            if kwargs is not None:
+            for name, value in saved.items():
+                setattr(holder, name, value)
+            if kwargs:
                 kwargs.update(saved_kwargs)
 
     def _generate_and_label(self, inputs):
