@@ -112,3 +112,9 @@ def test_default_scheduler_steps_per_optimizer_step(model, prompt_dataset, token
     trainer.add_callback(record)
     trainer.train()
     assert record.seen == pytest.approx([0.0, 0.5e-2, 1e-2, 1e-2])  # TRL's: warm-up over optimizer steps
+
+
+def test_metric_driven_schedules_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="lr_scheduler_type='reduce_lr_on_plateau'"):
+        tiny_args(NFTConfig, tmp_path, lr_scheduler_per_generation=True, lr_scheduler_type="reduce_lr_on_plateau",
+                  eval_strategy="steps", eval_steps=1, metric_for_best_model="loss")

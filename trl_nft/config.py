@@ -413,10 +413,11 @@ class NFTConfig(GRPOConfig):
                 f"steps_per_generation={self.steps_per_generation} x num_iterations={self.num_iterations} is not a "
                 f"multiple of gradient_accumulation_steps={self.gradient_accumulation_steps}"
             )
-        if self.lr_scheduler_type in ("reduce_lr_on_plateau", "greedy"):
+        scheduler_type = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)  # an enum after post-init
+        if scheduler_type in ("reduce_lr_on_plateau", "greedy"):
             raise ValueError(
-                f"lr_scheduler_per_generation=True cannot pace lr_scheduler_type={self.lr_scheduler_type!r}, which "
-                "follows a metric, not a step count"
+                f"lr_scheduler_per_generation=True cannot pace lr_scheduler_type={scheduler_type!r}, "
+                "which follows a metric, not a step count"
             )
 
     @property
