@@ -29,8 +29,10 @@ def run(model, dataset, tokenizer, output_dir, reward, resume_from=None, **overr
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(steps_per_generation=1), dict(steps_per_generation=2), dict(dynamic_sampling=True)],
-    ids=["on-policy", "steps_per_generation=2", "dynamic_sampling"],
+    [dict(steps_per_generation=1), dict(steps_per_generation=2), dict(dynamic_sampling=True),
+     dict(steps_per_generation=2, lr_scheduler_per_generation=True, lr_scheduler_type="constant_with_warmup",
+          warmup_steps=2)],
+    ids=["on-policy", "steps_per_generation=2", "dynamic_sampling", "lr_scheduler_per_generation"],
 )
 def test_resume_reproduces_the_uninterrupted_run(base_model, tokenizer, tmp_path, overrides):
     dataset = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(10) for b in range(3)]})
@@ -43,5 +45,7 @@ def test_resume_reproduces_the_uninterrupted_run(base_model, tokenizer, tmp_path
     assert any(full[3][k] != full[1][k] for k in ("nft/ratio_max", "entropy", "loss"))  # the run did evolve
     if overrides.get("dynamic_sampling"):
         assert any(full[step]["dynamic_sampling/rounds"] > 1 for step in (3, 4))
+    if overrides.get("lr_scheduler_per_generation"):  # generation batch 1 of a 2-batch warm-up: half the lr
+        assert [full[step]["learning_rate"] for step in (1, 2, 3, 4)] == [0.0, 0.0, 2.5e-2, 2.5e-2]
     for step in (3, 4):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-7), step

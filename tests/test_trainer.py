@@ -232,3 +232,88 @@ def test_model_card_names_nft_and_its_paper(model, prompt_dataset, tokenizer, tm
     assert "@article{chen2025bridging" in card
     front_matter = card.split("---")[1]
     assert "- nft" in front_matter and "BytedTsinghua-SIA/DAPO-Math-17k" in front_matter
+
+
+# ----------------------------------------------------------------------------- the official optimizer options
+def decayed_parameters(trainer):
+    optimizer = trainer.create_optimizer()
+    ids = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    return {name for name, p in trainer.model.named_parameters() if id(p) in ids}
+
+
+def test_weight_decay_all_parameters(model, prompt_dataset, tokenizer, tmp_path):
+    names = {name for name, _ in model.named_parameters()}
+    biases_and_norms = {name for name in names if "bias" in name or "norm" in name}
+    assert biases_and_norms  # the tiny Qwen2 has q/k/v biases and RMSNorm weights
+
+    default = make_trainer(model, prompt_dataset, tokenizer, tmp_path, optim="adamw_torch", weight_decay=0.1)
+    assert decayed_parameters(default) == names - biases_and_norms  # transformers' Trainer
+
+    official = make_trainer(model, prompt_dataset, tokenizer, tmp_path / "all", optim="adamw_torch", weight_decay=0.1,
+                            weight_decay_all_parameters=True)
+    assert decayed_parameters(official) == names  # verl's AdamW over model.parameters()
+
+
+class GenerationSpy:
+    """Records the temperature / top-p each transformers `generate` call samples with."""
+
+    def __init__(self, model):
+        self.calls = []
+        self._generate = model.generate
+
+        def generate(*args, generation_config=None, **kwargs):
+            self.calls.append((generation_config.temperature, generation_config.top_p))
+            return self._generate(*args, generation_config=generation_config, **kwargs)
+
+        model.generate = generate
+
+
+def test_evaluation_decodes_with_its_own_settings(model, prompt_dataset, tokenizer, tmp_path):
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, temperature=1.0, top_p=1.0, eval_temperature=0.6,
+                           eval_top_p=0.7, max_steps=1, per_device_eval_batch_size=8, max_completion_length=4)
+    trainer.eval_dataset = prompt_dataset.select(range(8))
+    spy = GenerationSpy(trainer.model)
+    trainer.train()
+    assert spy.calls and set(spy.calls) == {(1.0, 1.0)}  # training keeps its temperature
+    spy.calls.clear()
+    trainer.evaluate()
+    assert spy.calls and set(spy.calls) == {(0.6, 0.7)}
+    # restored afterwards: the next training generation samples at the training temperature again
+    assert (trainer.generation_config.temperature, trainer.generation_config.top_p) == (1.0, 1.0)
+    assert (trainer.generation_kwargs["temperature"], trainer.generation_kwargs["top_p"]) == (1.0, 1.0)
+
+
+def test_evaluation_decoding_reaches_the_vllm_engine_settings(model, prompt_dataset, tokenizer, tmp_path):
+    # vLLM (colocate and server) reads `vllm_generation.temperature` / `.top_p` at every `generate` call.
+    from types import SimpleNamespace
+
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, eval_temperature=0.6, eval_top_p=0.7)
+    engine = SimpleNamespace(temperature=1.0, top_p=1.0)
+    trainer.use_vllm, trainer.vllm_generation = True, engine
+    trainer.model.train()
+    with trainer._evaluation_decoding():
+        assert (engine.temperature, engine.top_p) == (1.0, 1.0)
+    trainer.model.eval()
+    with trainer._evaluation_decoding():
+        assert (engine.temperature, engine.top_p) == (0.6, 0.7)
+    assert (engine.temperature, engine.top_p) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("field, value", [("eval_temperature", 0.0), ("eval_top_p", 1.5)])
+def test_bad_evaluation_decoding_names_the_field(tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        tiny_args(NFTConfig, tmp_path, **{field: value})
+
+
+def test_trl_reads_the_decoding_settings_where_evaluation_sets_them():
+    # `_evaluation_decoding` swaps these attributes; TRL must still read them at each generation, not at start-up.
+    import inspect
+
+    from trl.generation.vllm_generation import VLLMGeneration
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    vllm_generate = inspect.getsource(VLLMGeneration.generate)
+    assert "self.temperature" in vllm_generate and "self.top_p" in vllm_generate
+    generate = inspect.getsource(GRPOTrainer._generate_single_turn)
+    assert "generation_config=self.generation_config" in generate
+    assert "generation_kwargs=self.generation_kwargs" in generate

@@ -117,6 +117,26 @@ class NFTConfig(GRPOConfig):
             With carry-over: a carried group older than this many optimizer steps (from its generation to the start
             of the generation batch that would train it) is dropped. `None` = one generation batch, i.e. a group is
             trained by the next generation batch or not at all.
+
+        > Parameters that reproduce the official optimizer and evaluation (each defaults to TRL's behaviour)
+
+        lr_scheduler_per_generation (`bool`, *optional*, defaults to `False`):
+            Advance the learning-rate scheduler once per generation batch (rollout step) instead of once per
+            optimizer step: `warmup_steps` (or a warm-up ratio) and the schedule's length count generation batches,
+            and the learning rate is constant over each generation batch's optimizer steps. With
+            `lr_scheduler_type="constant_with_warmup"` and `warmup_steps=10` the k-th generation batch (from 0)
+            trains at lr × min(1, k / 10), the official schedule (the first one at lr 0). Needs
+            `steps_per_generation` × `num_iterations` to be a multiple of `gradient_accumulation_steps`. Official:
+            `True` (verl steps its scheduler after each rollout step); default `False` (TRL).
+        weight_decay_all_parameters (`bool`, *optional*, defaults to `False`):
+            Apply `weight_decay` to every parameter. `False` (transformers' Trainer): biases and normalisation
+            weights get no decay. Official: `True` (verl's AdamW decays all parameters).
+        eval_temperature (`float` or `None`, *optional*, defaults to `None`):
+            Sampling temperature of in-training evaluation. `None`: `temperature`, as in TRL. Official: 0.6
+            (validation `val_kwargs.temperature`).
+        eval_top_p (`float` or `None`, *optional*, defaults to `None`):
+            Top-p of in-training evaluation. `None`: `top_p`, as in TRL. Official: 0.7 (validation
+            `val_kwargs.top_p`).
     """
 
     loss_type: str = field(
@@ -239,6 +259,38 @@ class NFTConfig(GRPOConfig):
         },
     )
 
+    lr_scheduler_per_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "Advance the LR scheduler once per generation batch (rollout step), not once per optimizer step: "
+            "warmup_steps and the schedule's length count generation batches and the lr is constant within one. "
+            "constant_with_warmup with warmup_steps=10 then trains generation batch k (from 0) at "
+            "lr x min(1, k/10), the official schedule. Official: true (verl steps its scheduler per rollout step); "
+            "default false (TRL)."
+        },
+    )
+    weight_decay_all_parameters: bool = field(
+        default=False,
+        metadata={
+            "help": "Apply weight_decay to every parameter, biases and normalisation weights included. Official: "
+            "true (verl's AdamW decays all parameters); default false (transformers excludes biases and norms)."
+        },
+    )
+    eval_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Sampling temperature of in-training evaluation; None = temperature (TRL's behaviour). "
+            "Official: 0.6 (validation val_kwargs.temperature)."
+        },
+    )
+    eval_top_p: float | None = field(
+        default=None,
+        metadata={
+            "help": "Top-p of in-training evaluation; None = top_p (TRL's behaviour). Official: 0.7 (validation "
+            "val_kwargs.top_p)."
+        },
+    )
+
     @classmethod
     def from_grpo_config(cls, grpo_config: GRPOConfig, **nft_overrides) -> NFTConfig:
         """The `NFTConfig` with `grpo_config`'s settings, plus `nft_overrides` (NFT fields or any other field).
@@ -286,6 +338,7 @@ class NFTConfig(GRPOConfig):
         self._validate_nft_options()
         self._default_bf16_to_what_the_machine_supports()
         super().__post_init__()
+        self._check_scheduler_per_generation()  # needs steps_per_generation, which GRPOConfig derives
         self._warn_ignored_grpo_options()  # after GRPOConfig has normalised scale_rewards (True -> "group")
 
     def _default_bf16_to_what_the_machine_supports(self):
@@ -341,10 +394,36 @@ class NFTConfig(GRPOConfig):
             )
         if self.dynamic_sampling_max_carry_age is not None and self.dynamic_sampling_max_carry_age < 0:
             raise ValueError(f"dynamic_sampling_max_carry_age={self.dynamic_sampling_max_carry_age!r} must be >= 0")
+        if self.eval_temperature is not None and not self.eval_temperature > 0:
+            raise ValueError(f"eval_temperature={self.eval_temperature!r} must be > 0 (or None: the training one)")
+        if self.eval_top_p is not None and not 0 < self.eval_top_p <= 1:
+            raise ValueError(f"eval_top_p={self.eval_top_p!r} must lie in (0, 1] (or None: the training one)")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(
                 f"importance_sampling_level={self.importance_sampling_level!r} must be 'token' or 'sequence'"
             )
+
+    def _check_scheduler_per_generation(self):
+        if not self.lr_scheduler_per_generation:
+            return
+        micro_steps = self.steps_per_generation * self.num_iterations
+        if micro_steps % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"lr_scheduler_per_generation=True needs whole optimizer steps per generation batch: "
+                f"steps_per_generation={self.steps_per_generation} x num_iterations={self.num_iterations} is not a "
+                f"multiple of gradient_accumulation_steps={self.gradient_accumulation_steps}"
+            )
+        scheduler_type = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)  # an enum after post-init
+        if scheduler_type in ("reduce_lr_on_plateau", "greedy"):
+            raise ValueError(
+                f"lr_scheduler_per_generation=True cannot pace lr_scheduler_type={scheduler_type!r}, "
+                "which follows a metric, not a step count"
+            )
+
+    @property
+    def optimizer_steps_per_generation(self) -> int:
+        """Optimizer steps that train one generation batch (all its `num_iterations` passes)."""
+        return max(1, self.steps_per_generation * self.num_iterations // self.gradient_accumulation_steps)
 
     def _warn_ignored_grpo_options(self):
         for name, default in IGNORED_GRPO_OPTIONS.items():

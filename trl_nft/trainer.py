@@ -8,6 +8,10 @@ The subclass hooks three places:
   (`correct`, `correct_rate`) for this process's slice of the batch;
 * `_compute_loss` – NFT's per-token loss (`trl_nft.loss`), then TRL's KL, masks and aggregation conventions.
 
+It also reads its own options where TRL has none: `eval_temperature` / `eval_top_p` (swapped in around evaluation
+generation), `weight_decay_all_parameters` (`get_decay_parameter_names`) and `lr_scheduler_per_generation`
+(`create_scheduler`, `trl_nft.lr_schedule`).
+
 Checkpoints also carry TRL's generation buffer and micro-step counter, and the dynamic-sampling state
 (`_save_checkpoint` / `_load_optimizer_and_scheduler`, `trl_nft.generation_state`), so a run resumed in the middle
 of a generation batch trains on the rest of that batch, as the uninterrupted run does.
@@ -15,6 +19,7 @@ of a generation batch trains on the rest of that batch, as the uninterrupted run
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -25,7 +30,7 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from trl_nft import completion_logs, generation_state
+from trl_nft import completion_logs, generation_state, lr_schedule
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling.mixin import DynamicSamplingMixin
@@ -135,7 +140,34 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if self.args.dynamic_sampling and self.model.training:
             return self._generate_informative_batch(inputs)
-        return self._generate_and_label(inputs)[0]
+        with self._evaluation_decoding():
+            return self._generate_and_label(inputs)[0]
+
+    @contextlib.contextmanager
+    def _evaluation_decoding(self):
+        """In evaluation, sample with `eval_temperature` / `eval_top_p` where TRL reads its decoding settings at each
+        generation: the vLLM wrapper (colocate and server), or the transformers generation config and the kwargs
+        that override the model's own generation config. Restored afterwards."""
+        settings = {"temperature": self.args.eval_temperature, "top_p": self.args.eval_top_p}
+        settings = {name: value for name, value in settings.items() if value is not None}
+        if self.model.training or not settings:
+            yield
+            return
+        holder = self.vllm_generation if self.use_vllm else self.generation_config
+        kwargs = {} if self.use_vllm else self.generation_kwargs
+        saved = {name: getattr(holder, name) for name in settings}
+        saved_kwargs = {name: kwargs[name] for name in settings if name in kwargs}
+        try:
+            for name, value in settings.items():
+                setattr(holder, name, value)
+            if kwargs:
+                kwargs.update(settings)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(holder, name, value)
+            if kwargs:
+                kwargs.update(saved_kwargs)
 
     def _generate_and_label(self, inputs):
         """TRL's generation and scoring, plus `correct` / `correct_rate` for this process's rows."""
@@ -159,6 +191,20 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
         metrics["nft/correct_rate_mean"].append(labels.group_correct_rate.nanmean().nan_to_num(0.0).item())
         metrics["nft/degenerate_group_frac"].append(labels.degenerate_groups.float().mean().item())
         return output, labels
+
+    # ------------------------------------------------------------------------------------- optimizer, schedule
+    def get_decay_parameter_names(self, model) -> list[str]:
+        if self.args.weight_decay_all_parameters:  # as verl's AdamW over model.parameters()
+            return [name for name, _ in model.named_parameters()]
+        return super().get_decay_parameter_names(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if not self.args.lr_scheduler_per_generation or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        per_generation = self.args.optimizer_steps_per_generation
+        super().create_scheduler(lr_schedule.generation_batches(num_training_steps, per_generation), optimizer)
+        self.lr_scheduler = lr_schedule.paced_by_generation(self.lr_scheduler, per_generation)
+        return self.lr_scheduler
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model, trial):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_nft.math_recipe.official_scale import OFFICIAL_WORLD_SIZES, equivalent_max_grad_norm
+from trl_nft.math_recipe.official_scale import OFFICIAL_WORLD_SIZES, equivalent_adam_epsilon, equivalent_max_grad_norm
 
 from tests.conftest import REPO_ROOT
 
@@ -53,10 +53,21 @@ def test_recipes_launch_on_their_hardware(name):
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_warm_up_counts_rollout_steps(name):
-    gpus, _ = RECIPES[name]
+def test_optimizer_is_the_official_one(name):
     recipe = load(name)
-    assert recipe["warmup_steps"] == OFFICIAL_WARMUP_ROLLOUT_STEPS * steps_per_generation(recipe, gpus)
+    # verl's scheduler steps once per rollout step: warm-up in generation batches, lr constant within one
+    assert recipe["lr_scheduler_per_generation"] is True
+    assert recipe["warmup_steps"] == OFFICIAL_WARMUP_ROLLOUT_STEPS
+    assert recipe["lr_scheduler_type"] == "constant_with_warmup"
+    assert recipe["weight_decay_all_parameters"] is True  # verl's AdamW over model.parameters()
+    assert (recipe["eval_temperature"], recipe["eval_top_p"]) == (0.6, 0.7)  # train_*.sh val_kwargs
+
+
+def test_32b_recipe_uses_the_qwen25_math_system_prompt():
+    from trl_nft.testing.tiny_models import QWEN25_MATH_SYSTEM_PROMPT
+
+    assert load("qwen2.5-32b")["system_prompt"] == QWEN25_MATH_SYSTEM_PROMPT
+    assert "system_prompt" not in load("qwen2.5-math-7b")  # Qwen2.5-Math's chat template adds it by default
 
 
 @pytest.mark.parametrize("name", [name for name, (_, official) in RECIPES.items() if official])
@@ -71,6 +82,9 @@ def test_paper_recipes_match_the_official_run(name):
     expected_clip = equivalent_max_grad_norm(1.0, OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
                                              OFFICIAL_WORLD_SIZES[official])
     assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=1e-3)
+    expected_eps = equivalent_adam_epsilon(OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
+                                           OFFICIAL_WORLD_SIZES[official])
+    assert recipe["adam_epsilon"] == pytest.approx(expected_eps, rel=1e-3)
     assert recipe["vllm_importance_sampling_correction"] is False  # the official runs had no such correction
     assert recipe["dynamic_sampling"] and recipe["max_generation_rounds"] == 10  # filter_groups, max_num_gen_batches
     assert recipe["dynamic_sampling_first_round_oversample"] == 3  # gen_batch_size = 3 x train_batch_size
@@ -92,3 +106,6 @@ def test_single_gpu_recipe_keeps_fp32_master_weights():
     expected_clip = equivalent_max_grad_norm(1.0, OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
                                              OFFICIAL_WORLD_SIZES["7b"])
     assert recipe["max_grad_norm"] == pytest.approx(expected_clip, rel=2e-3)
+    expected_eps = equivalent_adam_epsilon(OFFICIAL_SEQUENCES_PER_STEP, recipe["max_completion_length"],
+                                           OFFICIAL_WORLD_SIZES["7b"])
+    assert recipe["adam_epsilon"] == pytest.approx(expected_eps, rel=2e-3)

@@ -211,3 +211,25 @@ def test_a_crashed_run_leaves_no_workers(tiny_model_dir, problems_file, tmp_path
     assert result.returncode != 0 and "this reward fails on purpose" in result.stderr
     assert seen, "the verifier pool never started, so this test checked nothing"
     assert not left, f"verifier workers {sorted(left)} outlived the crashed run"
+
+
+# ------------------------------------------------------------------------------------------- system prompt
+def test_system_prompt_reaches_the_chat_template(tmp_path, problems_file):
+    from trl_nft.testing.tiny_models import QWEN25_MATH_CHAT_TEMPLATE, build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = QWEN25_MATH_CHAT_TEMPLATE  # a template with a default system turn, as Qwen2.5-Math's
+    model_dir = save_tiny_model(tmp_path / "model", tokenizer=tokenizer)
+    options = [arg for arg in tiny_options(model_dir, problems_file, tmp_path / "out") if arg != "plain"]
+    options.remove("--prompt_format")
+
+    def first_rendered_prompt(extra):
+        trainer = math_script.build_trainer(*cli.parse_train_args(options + extra))
+        prompt = trainer.train_dataset[0]["prompt"]
+        return trainer.processing_class.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    own = first_rendered_prompt(["--system_prompt", "Answer in Latin."])
+    assert own.startswith("<|im_start|>system\nAnswer in Latin.<|im_end|>\n<|im_start|>user\nWhat is 0 + 0?")
+    assert own.count("<|im_start|>system") == 1
+    default = first_rendered_prompt([])
+    assert default.startswith("<|im_start|>system\nPlease reason step by step")  # the template's own default

@@ -60,6 +60,15 @@ class ScriptArguments(trl.ScriptArguments, DatasetMixtureConfig):
             "choices": list(PROMPT_FORMATS),
         },
     )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "System message put before every chat prompt (training and evaluation sets). None = the chat "
+            "template's own default, if it has one (Qwen2.5-Math's: 'Please reason step by step, and put your final "
+            "answer within \\boxed{}.'). The official 32B run gave Qwen2.5-32B that same system prompt. "
+            "prompt_format='plain' puts it before the problem, separated by a blank line."
+        },
+    )
     max_prompt_length: int | None = field(
         default=None,
         metadata={
@@ -153,7 +162,7 @@ def load_datasets(script_args: ScriptArguments, training_args: NFTConfig, model_
     if script_args.max_prompt_length is not None or script_args.prompt_format == "chat":
         tokenizer = _load_tokenizer(model_args, training_args)  # also lets the loader check the chat template
     common = dict(prompt_format=script_args.prompt_format, tokenizer=tokenizer,
-                  max_prompt_tokens=script_args.max_prompt_length)
+                  max_prompt_tokens=script_args.max_prompt_length, system_prompt=script_args.system_prompt)
     mixture_test = None
     if script_args.datasets:
         if script_args.dataset_name != _field_default("dataset_name"):
