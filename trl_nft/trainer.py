@@ -104,6 +104,11 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
             )
         with without_warnings_false_for_nft():
             super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        # Verifiers that decode completion_ids themselves (`DapoMathReward`) get this trainer's tokenizer.
+        self.reward_funcs = [
+            reward.with_tokenizer(self.processing_class) if hasattr(reward, "with_tokenizer") else reward
+            for reward in self.reward_funcs
+        ]
         if args.importance_sampling_level == "sequence":
             logger.info(SEQUENCE_LEVEL_NOTE)
         check_trainer_datasets(self)  # missing columns / chat template: a clear error now, not a KeyError later
