@@ -7,8 +7,9 @@ official NVlabs/NFT repository (commit b358fae) runs, with verl pinned at 01ef71
    ``math_dapo.compute_score(..., strict_box_verify=True)``; ``main_nft.py:95-98`` installs that router.
 2. Decoding: verl's ``workers/reward_manager/naive.py:104-113`` decodes the valid response tokens with
    ``tokenizer.decode(ids)`` -- special tokens kept -- and removes ``tokenizer.eos_token`` once if the text ends with
-   it. Any other special token the model wrote (e.g. ``<|im_end|>`` when the eos token is ``<|endoftext|>``) stays
-   in the text and takes up room in the window below.
+   it. Any other special token the model wrote stays in the text and takes up room in the window below: with
+   Qwen2.5's tokenizers (eos token ``<|im_end|>``) a completion that stops on ``<|endoftext|>`` (the model config's
+   eos, where generation also stops) keeps those 13 characters.
 3. Window: ``math_dapo.py:278`` keeps the last 300 characters, then ``is_correct_strict_box`` (``math_dapo.py:230``)
    the last 100 of those: the last 100 characters of the decoded response.
 4. Answer: ``last_boxed_only_string`` (``math_dapo.py:30-48``) finds the LAST ``\boxed{`` in the window and
