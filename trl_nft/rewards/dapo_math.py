@@ -1,7 +1,8 @@
 r"""The official NFT training verifier (verl's DAPO scorer, strict-box mode) as a TRL reward: 1.0 right, 0.0 wrong.
 
 The paper's runs score training completions with a rule much stricter than math-verify. Read from the code the
-official NVlabs/NFT repository (commit b358fae) runs, with verl pinned at 01ef7184 (NFT README.md:72):
+official NVlabs/NFT repository runs (commit ed8e5b0; these files are unchanged at b358fae), with verl pinned at
+01ef7184 (NFT ``README.md:34,52`` at ed8e5b0):
 
 1. Routing: NFT's ``verifier.py:66-68`` sends the ``math_dapo_boxed`` data source (the DAPO training set) to verl's
    ``math_dapo.compute_score(..., strict_box_verify=True)``; ``main_nft.py:95-98`` installs that router.
