@@ -46,6 +46,7 @@ def score(reward, tokenizer, texts, golds, conversational=False):
         ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", 1.0),  # nested braces matched
         ("\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", 0.0),
         ("\\boxed{\\{1,2\\}}", "\\{1,2\\}", 1.0),  # escaped braces are counted like any brace, as in verl
+        ("\\boxed{x\\}", "x\\", 1.0),  # so an escaped `\}` closes the box
         ("\\boxed 42", "42", 0.0),  # only `\boxed{` opens a box
         ("\\fbox{42}", "42", 0.0),
     ],
