@@ -131,7 +131,8 @@ class DapoMathReward:
             )
         if not len(golds) == len(completion_ids) == len(completions):
             raise ValueError(
-                f"got {len(completions)} completions, {len(completion_ids)} completion_ids and {len(golds)} gold answers"
+                f"got {len(completions)} completions, {len(completion_ids)} completion_ids and "
+                f"{len(golds)} gold answers"
             )
         responses = [official_response_text(ids, self.tokenizer) for ids in completion_ids]
         predictions = [strict_box_answer(response) for response in responses]
