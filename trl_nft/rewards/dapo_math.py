@@ -17,11 +17,12 @@ official NVlabs/NFT repository runs (commit ed8e5b0; these files are unchanged a
    matches braces by counting every ``{`` and ``}`` (a backslash escapes nothing); an unclosed last box is no
    answer, even when an earlier box is closed. ``remove_boxed`` (``math_dapo.py:60-63``) takes the content.
 5. Comparison: ``extracted_pred == gt`` (``math_dapo.py:236``), exact string equality, nothing normalised:
-   ``\boxed{ 42}``, ``\boxed{42.0}`` and ``\boxed{42}.`` are right or wrong exactly as the strings say.
+   against the gold ``42``, ``\boxed{ 42}`` and ``\boxed{42.0}`` are wrong.
 6. Score: ±1.0 (``math_dapo.py:283``); NFT reads it as correct / wrong, so here 1.0 / 0.0.
 
-Consequence (the paper relies on it): an answer boxed early and then followed by more than ~100 characters, or a
-completion cut off after its box, is wrong here and right with `math_accuracy_reward`.
+Consequence (the paper relies on it): an answer boxed early and then followed by more than ~100 characters -- more
+reasoning, or a completion that runs on until it is cut off -- is wrong here and right with `math_accuracy_reward`.
+Being cut off is not itself checked: a completion truncated within 100 characters of its box is right.
 
 The gold is read as `math_accuracy_reward` reads it (`extract_gold_answer`: a bare answer as given, surrounding
 whitespace removed; a full solution's last box), so DAPO-Math-17k's ``reward_model.ground_truth`` (``"34"``)
