@@ -81,7 +81,8 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
 
     Pass an `NFTConfig` as `args`. Reward functions are used as verifiers: see `NFTConfig.reward_threshold` for how
     rewards become correctness labels. Completions whose rewards are all `None` are left out of the group correct
-    rate and get zero loss.
+    rate and get zero loss. Rewards that decode token ids themselves (those with a `with_tokenizer` method, such as
+    `trl_nft.rewards.dapo_math_reward`) are given this trainer's processing class.
     """
 
     _tag_names = ["trl", "nft"]
