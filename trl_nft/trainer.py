@@ -86,7 +86,8 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
 
     Pass an `NFTConfig` as `args`. Reward functions are used as verifiers: see `NFTConfig.reward_threshold` for how
     rewards become correctness labels. Completions whose rewards are all `None` are left out of the group correct
-    rate and get zero loss.
+    rate and get zero loss. Rewards that decode token ids themselves (those with a `with_tokenizer` method, such as
+    `trl_nft.rewards.dapo_math_reward`) are given this trainer's processing class.
     """
 
     _tag_names = ["trl", "nft"]
@@ -109,6 +110,11 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
             )
         with without_warnings_false_for_nft():
             super().__init__(model, reward_funcs, args, *more_args, **kwargs)
+        # Verifiers that decode completion_ids themselves (`DapoMathReward`) get this trainer's tokenizer.
+        self.reward_funcs = [
+            reward.with_tokenizer(self.processing_class) if hasattr(reward, "with_tokenizer") else reward
+            for reward in self.reward_funcs
+        ]
         if args.importance_sampling_level == "sequence":
             logger.info(SEQUENCE_LEVEL_NOTE)
         check_trainer_datasets(self)  # missing columns / chat template: a clear error now, not a KeyError later

@@ -6,10 +6,10 @@ DeepSpeed ZeRO-3 (torchrun) instead of 8 GPUs, fp32 instead of bf16 (bf16 matmul
 bf16 units), no vLLM, batch sizes, completion length, prompt budget and generation rounds. Dynamic sampling, the
 chat template, gradient checkpointing, the optimiser and schedule stay the recipe's.
 
-Two test instruments, not recipe changes: a second reward function (`tests/scripts/rehearsal_probe.py`) records what
-reward functions receive and gives the stand-in model — which never solves a problem — informative groups; and a
-bias on `<|im_end|>` (`generation_kwargs.sequence_bias`) makes it end some answers before the length limit, as a
-trained model does, so stopping is exercised.
+Two test instruments, not recipe changes: next to the recipe's reward (`dapo_math_reward`), a second one
+(`tests/scripts/rehearsal_probe.py`) records what reward functions receive and gives the stand-in model — which never
+solves a problem — informative groups; and a bias on `<|im_end|>` (`generation_kwargs.sequence_bias`) makes it end
+some answers before the length limit, as a trained model does, so stopping is exercised.
 
 What a user looks at is asserted: prompts rendered with the chat template (TRL's token count equals the rendered
 prompts' plus the completions'), completions that stop at `<|im_end|>` and are scored as decoded text, the model
@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, SHARED_DATA, free_port
 from trl_nft.math_recipe.data import PAPER_INSTRUCTION
-from trl_nft.rewards import math_accuracy_reward
+from trl_nft.rewards import DapoMathReward, math_accuracy_reward
 
 MATH_EVAL = SHARED_DATA / "math_eval"
 RECIPE = REPO_ROOT / "examples" / "recipes" / "qwen2.5-math-7b.yaml"
@@ -50,9 +50,9 @@ def recipe_overrides(model_dir, output_dir) -> list[str]:
         # hardware
         "--output_dir", str(output_dir), "--use_cpu", "true", "--use_vllm", "false", "--dtype", "float32",
         "--bf16", "false", "--deepspeed", str(REPO_ROOT / "tests" / "scripts" / "zero3_cpu.json"),
-        "--reward_workers", "1", "--disable_tqdm", "true",
+        "--disable_tqdm", "true",
         # test instruments (see the module docstring)
-        "--reward_funcs", "math_accuracy_reward", "tests.scripts.rehearsal_probe.decoded_text_probe",
+        "--reward_funcs", "dapo_math_reward", "tests.scripts.rehearsal_probe.decoded_text_probe",
         "--generation_kwargs", json.dumps({"sequence_bias": [[[151645], 9.0]]}),
     ]
 
@@ -114,10 +114,14 @@ def test_completions_stop_at_im_end_and_are_scored_as_decoded_text(rehearsal, ru
     for row in rehearsal["rows"]:
         assert row["completion"] == run_tokenizer.decode(row["completion_ids"], skip_special_tokens=True)
         assert "<|im_end|>" not in row["completion"] and "<|endoftext|>" not in row["completion"]
-    # The same decoding turns a real-token answer into text the math reward scores.
+    # The same decoding turns a real-token answer into text the math reward scores; the recipe's verifier reads
+    # the ids with the run's tokenizer.
     answer_ids = run_tokenizer("So the answer is \\boxed{\\frac{14}{3}}.").input_ids + [stop]
     text = run_tokenizer.decode(answer_ids, skip_special_tokens=True)
-    assert math_accuracy_reward([[{"role": "assistant", "content": text}]], answer=["\\frac{14}{3}"]) == [1.0]
+    completions = [[{"role": "assistant", "content": text}]]
+    assert math_accuracy_reward(completions, answer=["\\frac{14}{3}"]) == [1.0]
+    verifier = DapoMathReward(tokenizer=run_tokenizer)
+    assert verifier(completions, completion_ids=[answer_ids], answer=["\\frac{14}{3}"]) == [1.0]
 
 
 def test_training_logs_nft_and_dynamic_sampling_and_saves_card_and_weights(rehearsal):
@@ -125,7 +129,7 @@ def test_training_logs_nft_and_dynamic_sampling_and_saves_card_and_weights(rehea
     state = json.loads((output_dir / f"checkpoint-{MAX_STEPS}" / "trainer_state.json").read_text())
     steps = [entry for entry in state["log_history"] if "loss" in entry]
     assert [entry["step"] for entry in steps] == [1, 2]
-    assert steps[0]["rewards/math_accuracy_reward/mean"] == 0.0 and "dynamic_sampling/rounds" in steps[0]
+    assert steps[0]["rewards/dapo_math_reward/mean"] == 0.0 and "dynamic_sampling/rounds" in steps[0]
     assert steps[0]["nft/degenerate_group_frac"] < 1.0 and "nft/negative_loss" in steps[1]
     for folder in (output_dir, output_dir / f"checkpoint-{MAX_STEPS}"):
         assert (folder / "model.safetensors").stat().st_size > 151_665 * 32 * 4  # the full fp32 embedding

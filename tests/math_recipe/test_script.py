@@ -233,3 +233,56 @@ def test_system_prompt_reaches_the_chat_template(tmp_path, problems_file):
     assert own.count("<|im_start|>system") == 1
     default = first_rendered_prompt([])
     assert default.startswith("<|im_start|>system\nPlease reason step by step")  # the template's own default
+
+
+# ------------------------------------------------------------------- the paper recipe's training verifier
+@pytest.fixture(scope="module")
+def dapo_file(tmp_path_factory):
+    """Rows in DAPO-Math-17k's schema: its "Answer:" instructions around the problem, the gold in reward_model."""
+    from trl_nft.math_recipe.data import DAPO_PREFIX, DAPO_SUFFIX
+
+    def row(index: int) -> dict:
+        problem = f"Find $x$ if $x - {index} = {index + 30}$."
+        return {"data_source": "math_dapo", "prompt": [{"role": "user", "content": f"{DAPO_PREFIX}\n\n{problem}\n\n"
+                f"{DAPO_SUFFIX}"}], "ability": "MATH",
+                "reward_model": {"ground_truth": str(2 * index + 30), "style": "rule-lean"},
+                "extra_info": {"index": str(index)}}
+
+    path = tmp_path_factory.mktemp("dapo") / "dapo.jsonl"
+    path.write_text("".join(json.dumps(row(i)) + "\n" for i in range(4)))
+    return path
+
+
+def test_7b_recipe_trains_with_the_official_verifier_on_dapo_rows(monkeypatch, qwen_tokenizer, dapo_file, tmp_path):
+    """The 7B recipe as packaged (sizes and hardware aside) on a tiny Qwen2.5 model: one optimizer step, scored by
+    `dapo_math_reward` with the trainer's own tokenizer and DAPO's ground-truth strings."""
+    from trl_nft.rewards import DapoMathReward
+
+    model_dir = save_tiny_model(tmp_path / "model", tokenizer=qwen_tokenizer)  # the real Qwen2.5 tokenizer
+    seen = []
+    official_call = DapoMathReward.__call__
+
+    def recording_call(self, completions, **kwargs):
+        rewards = official_call(self, completions, **kwargs)
+        seen.append((self.tokenizer, kwargs["answer"], kwargs["completion_ids"], rewards))
+        return rewards
+
+    monkeypatch.setattr(DapoMathReward, "__call__", recording_call)
+    argv = ["--recipe", "qwen2.5-math-7b", "--model_name_or_path", model_dir, "--dataset_name", str(dapo_file),
+            "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--use_vllm", "false", "--bf16", "false",
+            "--dtype", "float32", "--max_steps", "1", "--per_device_train_batch_size", "4",
+            "--gradient_accumulation_steps", "1", "--num_generations", "4", "--generation_batch_size", "4",
+            "--max_completion_length", "6", "--max_generation_rounds", "1", "--save_strategy", "no",
+            "--disable_tqdm", "true", "--logging_steps", "1"]
+    script_args, config, model_args = cli.parse_train_args(argv)
+    assert script_args.reward_funcs == ["dapo_math_reward"]
+    trainer = math_script.build_trainer(script_args, config, model_args)
+    (verifier,) = trainer.reward_funcs
+    assert isinstance(verifier, DapoMathReward) and verifier.tokenizer is trainer.processing_class
+    trainer.train()
+    assert trainer.state.global_step == 1 and seen
+    tokenizer, golds, completion_ids, rewards = seen[0]
+    assert tokenizer is trainer.processing_class
+    assert set(golds) <= {"30", "32", "34", "36"}  # DAPO's ground_truth strings, as the official run compares
+    assert all(ids and isinstance(ids[0], int) for ids in completion_ids) and set(rewards) <= {0.0, 1.0}
+    assert any("rewards/dapo_math_reward/mean" in entry for entry in trainer.state.log_history)

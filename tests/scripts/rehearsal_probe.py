@@ -1,6 +1,6 @@
 """A reward function for the production rehearsal that records what reward functions receive.
 
-Passed to `examples/nft_math.py` by dotted path (``--reward_funcs math_accuracy_reward
+Passed to `examples/nft_math.py` by dotted path (``--reward_funcs dapo_math_reward
 tests.scripts.rehearsal_probe.decoded_text_probe``). Every call appends, per completion, the prompt, the decoded
 completion text and its token ids to ``$NFT_REHEARSAL_PROBE_DIR/rank<RANK>.jsonl``. Its reward — 1 for an even
 number of decoded characters — only gives the random-init stand-in model informative groups (the math reward is

@@ -15,7 +15,9 @@ from collections.abc import Callable
 # name -> what it is, for `--help` and error messages. Builders are resolved lazily (TRL's rewards import heavy deps).
 REGISTERED_REWARDS = {
     "math_accuracy_reward": "trl_nft's verifier: last \\boxed{} + math-verify, in worker processes with a timeout "
-    "(configured by --answer_format, --reward_timeout, --reward_workers); the paper's reward",
+    "(configured by --answer_format, --reward_timeout, --reward_workers); the default",
+    "dapo_math_reward": "the official NFT training verifier (verl's DAPO strict-box rule): the last \\boxed{} in the "
+    "last 100 decoded characters must equal the gold exactly; the 7B / 32B paper recipes train with it",
     "accuracy_reward": "TRL's trl.rewards.accuracy_reward (math-verify on the whole completion, `solution` column)",
     "reasoning_accuracy_reward": "TRL's trl.rewards.reasoning_accuracy_reward (answer after </think>)",
     "think_format_reward": "TRL's trl.rewards.think_format_reward (1 if the completion has a <think>...</think> block)",
@@ -27,6 +29,10 @@ def _registered(name: str, math_reward_options: dict) -> Callable:
         from trl_nft.rewards.math_accuracy import MathAccuracyReward
 
         return MathAccuracyReward(**math_reward_options)
+    if name == "dapo_math_reward":
+        from trl_nft.rewards.dapo_math import DapoMathReward
+
+        return DapoMathReward()  # NFTTrainer binds its tokenizer
     import trl.rewards
 
     return getattr(trl.rewards, name)
