@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from trl_nft import group_order
 from trl_nft.loss import PROMPT_WEIGHTINGS
 
 # TRL aggregations NFT can use: they only sum/average a per-token loss. The others reshape the policy term itself.
@@ -117,6 +118,17 @@ class NFTConfig(GRPOConfig):
             With carry-over: a carried group older than this many optimizer steps (from its generation to the start
             of the generation batch that would train it) is dropped. `None` = one generation batch, i.e. a group is
             trained by the next generation batch or not at all.
+
+        > Parameters that control the mini-batches
+
+        keep_groups_together (`bool`, *optional*, defaults to `False`):
+            Shuffle the generation batch by whole groups instead of single completions, so every optimizer step
+            trains complete groups (all `num_generations` answers of its prompts, also those held by other
+            processes). `False` is TRL's behaviour: each group is spread over all the optimizer steps of its
+            generation batch. Only matters off-policy (`steps_per_generation` > `gradient_accumulation_steps`).
+            The official 7B run keeps groups together. Needs `steps_per_generation` to be a multiple or divisor of
+            `gradient_accumulation_steps` and, when larger, `per_device_train_batch_size` ×
+            `gradient_accumulation_steps` to be a multiple of `num_generations`.
     """
 
     loss_type: str = field(
@@ -239,6 +251,17 @@ class NFTConfig(GRPOConfig):
         },
     )
 
+    keep_groups_together: bool = field(
+        default=False,
+        metadata={
+            "help": "Shuffle the generation batch by whole groups, so every optimizer step trains complete groups "
+            "(all num_generations answers of its prompts, on every process). False = TRL's behaviour: single "
+            "completions are shuffled and each group is spread over all optimizer steps of its generation batch. "
+            "Matters only when steps_per_generation > gradient_accumulation_steps. The official 7B run keeps "
+            "groups together."
+        },
+    )
+
     @classmethod
     def from_grpo_config(cls, grpo_config: GRPOConfig, **nft_overrides) -> NFTConfig:
         """The `NFTConfig` with `grpo_config`'s settings, plus `nft_overrides` (NFT fields or any other field).
@@ -286,6 +309,13 @@ class NFTConfig(GRPOConfig):
         self._validate_nft_options()
         self._default_bf16_to_what_the_machine_supports()
         super().__post_init__()
+        if self.keep_groups_together:  # needs steps_per_generation, which GRPOConfig fills in
+            group_order.check_whole_group_layout(
+                group_size=self.num_generations,
+                per_device_batch=self.per_device_train_batch_size,
+                steps_per_generation=self.steps_per_generation,
+                gradient_accumulation_steps=self.gradient_accumulation_steps,
+            )
         self._warn_ignored_grpo_options()  # after GRPOConfig has normalised scale_rewards (True -> "group")
 
     def _default_bf16_to_what_the_machine_supports(self):
