@@ -8,8 +8,8 @@ The subclass hooks three places:
   (`correct`, `correct_rate`) for this process's slice of the batch;
 * `_compute_loss` – NFT's per-token loss (`trl_nft.loss`), then TRL's KL, masks and aggregation conventions.
 
-With `keep_groups_together`, `_prepare_inputs` shuffles the buffered generation batch by whole groups
-(`trl_nft.group_order`) instead of TRL's row-by-row shuffle; everything else in it is TRL's.
+With `keep_groups_together`, `_prepare_inputs` shuffles the buffered generation batch by whole groups instead of
+TRL's row by row (`trl_nft.whole_group_batches`); everything else in it is TRL's.
 
 Checkpoints also carry TRL's generation buffer and micro-step counter, and the dynamic-sampling state
 (`_save_checkpoint` / `_load_optimizer_and_scheduler`, `trl_nft.generation_state`), so a run resumed in the middle
@@ -27,12 +27,12 @@ import warnings
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
-from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
 
-from trl_nft import completion_logs, generation_state, group_order
+from trl_nft import completion_logs, generation_state
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling.mixin import DynamicSamplingMixin
+from trl_nft.whole_group_batches import WholeGroupBatchesMixin
 from trl_nft.grpo_warnings import SEQUENCE_LEVEL_NOTE, without_warnings_false_for_nft
 from trl_nft.loss import loss_token_mask, nft_loss_terms, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
@@ -61,7 +61,7 @@ HOOKED_TRL_METHODS = {
     ),
     "get_high_entropy_mask": ("self", "entropies", "mask", "threshold"),
     "get_off_policy_mask": ("advantages", "per_token_logps", "sampling_per_token_logps", "mask", "off_policy_threshold"),
-    "_prepare_inputs": ("self", "generation_batch"),  # owned when keep_groups_together (`trl_nft.group_order`)
+    "_prepare_inputs": ("self", "generation_batch"),  # owned when keep_groups_together (`trl_nft.whole_group_batches`)
     # checkpointing TRL's generation buffer (`trl_nft.generation_state`)
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
@@ -80,7 +80,7 @@ def trl_signature_mismatches() -> dict[str, tuple[tuple[str, ...], tuple[str, ..
     return mismatches
 
 
-class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
+class NFTTrainer(DynamicSamplingMixin, WholeGroupBatchesMixin, GRPOTrainer):
     """Negative-aware Fine-Tuning (arXiv 2505.18116) with `GRPOTrainer`'s constructor and usage.
 
     Pass an `NFTConfig` as `args`. Reward functions are used as verifiers: see `NFTConfig.reward_threshold` for how
@@ -128,34 +128,8 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        if args.keep_groups_together:
-            group_order.check_whole_group_layout(
-                group_size=self.num_generations,
-                per_device_batch=args.per_device_train_batch_size,
-                steps_per_generation=args.steps_per_generation,
-                gradient_accumulation_steps=args.gradient_accumulation_steps,
-            )
+        self._check_whole_group_layout()
         self._gathered_rewards_per_func = None
-
-    # -------------------------------------------------------------------------------------- mini-batches
-    def _prepare_inputs(self, generation_batch):
-        if not (self.args.keep_groups_together and self.model.training):
-            return super()._prepare_inputs(generation_batch)
-        # TRL's training branch with its row shuffle replaced by a whole-group one (TRL's own code otherwise).
-        steps_per_generation = self.args.steps_per_generation
-        if self._step % (steps_per_generation * self.num_iterations) == 0 or self._buffered_inputs is None:
-            generation_batch = self._generate_and_score_completions(generation_batch)
-            generation_batch = split_pixel_values_by_grid(generation_batch)
-            generation_batch = self._shuffle_whole_groups(generation_batch)
-            chunks = split_tensor_dict(generation_batch, steps_per_generation)
-            self._buffered_inputs = [unsplit_pixel_values_by_grid(chunk) for chunk in chunks]
-        return self._buffered_inputs[self._step % steps_per_generation]
-
-    def _shuffle_whole_groups(self, batch: dict) -> dict:
-        local_rows = batch["completion_ids"].size(0)
-        generator = group_order.generation_batch_generator(self.args.seed, self._step)  # alike on every process
-        order = group_order.whole_group_order(local_rows, self.num_generations, generator)
-        return {key: _take_rows(value, order) for key, value in batch.items()}
 
     # ----------------------------------------------------------------------------------------------- labels
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -406,11 +380,3 @@ _MULTIMODAL_KEYS = (
     "image_position_ids",
 )
 
-
-def _take_rows(value, order: torch.Tensor):
-    """Rows `order` of one batch entry, as TRL's shuffle treats entries: scalars and `None` stay as they are."""
-    if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
-        return value
-    if isinstance(value, torch.Tensor):
-        return value[order.to(value.device)]
-    return [value[i] for i in order.tolist()]
