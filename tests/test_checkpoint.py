@@ -29,8 +29,9 @@ def run(model, dataset, tokenizer, output_dir, reward, resume_from=None, **overr
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(steps_per_generation=1), dict(steps_per_generation=2), dict(dynamic_sampling=True)],
-    ids=["on-policy", "steps_per_generation=2", "dynamic_sampling"],
+    [dict(steps_per_generation=1), dict(steps_per_generation=2), dict(dynamic_sampling=True),
+     dict(steps_per_generation=2, keep_groups_together=True)],
+    ids=["on-policy", "steps_per_generation=2", "dynamic_sampling", "keep_groups_together"],
 )
 def test_resume_reproduces_the_uninterrupted_run(base_model, tokenizer, tmp_path, overrides):
     dataset = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(10) for b in range(3)]})
