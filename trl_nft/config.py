@@ -126,7 +126,8 @@ class NFTConfig(GRPOConfig):
             trains complete groups (all `num_generations` answers of its prompts, also those held by other
             processes). `False` is TRL's behaviour: each group is spread over all the optimizer steps of its
             generation batch. Only matters off-policy (`steps_per_generation` > `gradient_accumulation_steps`).
-            The official 7B run keeps groups together. Needs `steps_per_generation` to be a multiple or divisor of
+            The official 7B run's mini-batches keep groups nearly whole, the 32B run's scatter them; the paper
+            recipes follow (`true` / `false`). Needs `steps_per_generation` to be a multiple or divisor of
             `gradient_accumulation_steps` and, when larger, `per_device_train_batch_size` ×
             `gradient_accumulation_steps` to be a multiple of `num_generations`.
     """
@@ -257,8 +258,8 @@ class NFTConfig(GRPOConfig):
             "help": "Shuffle the generation batch by whole groups, so every optimizer step trains complete groups "
             "(all num_generations answers of its prompts, on every process). False = TRL's behaviour: single "
             "completions are shuffled and each group is spread over all optimizer steps of its generation batch. "
-            "Matters only when steps_per_generation > gradient_accumulation_steps. The official 7B run keeps "
-            "groups together."
+            "Matters only when steps_per_generation > gradient_accumulation_steps. The official 7B run's "
+            "mini-batches keep groups nearly whole (its recipe: true), the 32B run's scatter them (false)."
         },
     )
 
