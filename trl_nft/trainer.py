@@ -32,11 +32,11 @@ from trl_nft import completion_logs, generation_state
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling.mixin import DynamicSamplingMixin
-from trl_nft.whole_group_batches import WholeGroupBatchesMixin
 from trl_nft.grpo_warnings import SEQUENCE_LEVEL_NOTE, without_warnings_false_for_nft
 from trl_nft.loss import loss_token_mask, nft_loss_terms, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
 from trl_nft.precision import low_precision_warning
+from trl_nft.whole_group_batches import WholeGroupBatchesMixin
 
 logger = logging.getLogger(__name__)
 
@@ -379,4 +379,3 @@ _MULTIMODAL_KEYS = (
     "mm_token_type_ids",
     "image_position_ids",
 )
-
