@@ -31,8 +31,10 @@ def run(model, dataset, tokenizer, output_dir, reward, resume_from=None, **overr
     "overrides",
     [dict(steps_per_generation=1), dict(steps_per_generation=2), dict(dynamic_sampling=True),
      dict(steps_per_generation=2, lr_scheduler_per_generation=True, lr_scheduler_type="constant_with_warmup",
-          warmup_steps=2)],
-    ids=["on-policy", "steps_per_generation=2", "dynamic_sampling", "lr_scheduler_per_generation"],
+          warmup_steps=2),
+     dict(steps_per_generation=2, keep_groups_together=True)],
+    ids=["on-policy", "steps_per_generation=2", "dynamic_sampling", "lr_scheduler_per_generation",
+         "keep_groups_together"],
 )
 def test_resume_reproduces_the_uninterrupted_run(base_model, tokenizer, tmp_path, overrides):
     dataset = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(10) for b in range(3)]})

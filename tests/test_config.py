@@ -142,3 +142,18 @@ def test_every_nft_field_has_a_docstring_entry_with_its_default_and_help_text():
         shown = f'"{default}"' if isinstance(default, str) else repr(default)
         assert f"defaults to `{shown}`" in documented[f.name], (f.name, documented[f.name])
         assert len(f.metadata.get("help", "")) > 20, f"{f.name} has no help text"
+
+
+@pytest.mark.parametrize(
+    "settings, fields",
+    [
+        (dict(per_device_train_batch_size=6, steps_per_generation=4), ["per_device_train_batch_size", "num_generations"]),
+        (dict(per_device_train_batch_size=4, gradient_accumulation_steps=4, steps_per_generation=6),
+         ["steps_per_generation (6)", "gradient_accumulation_steps (4)"]),
+    ],
+)
+def test_keep_groups_together_refuses_steps_that_cannot_hold_whole_groups(tmp_path, settings, fields):
+    with pytest.raises(ValueError, match="keep_groups_together") as error:
+        NFTConfig(output_dir=str(tmp_path), use_cpu=True, num_generations=4, keep_groups_together=True, **settings)
+    assert all(field in str(error.value) for field in fields)
+    NFTConfig(output_dir=str(tmp_path), use_cpu=True, num_generations=4, **settings)  # TRL's order accepts them

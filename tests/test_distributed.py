@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.step_records import check_group_tags_are_groups, rows_per_group_and_step, steps_with_split_groups
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 ZERO3_CONFIG = Path(__file__).parent / "scripts" / "zero3_cpu.json"
@@ -103,3 +104,27 @@ def test_dynamic_sampling_carry_over_and_adaptive_rounds_two_processes_agree(tmp
     check_dynamic_sampling_batches(tmp_path, "ds_carry", 2)
     history = [e for e in report["log_history"] if "dynamic_sampling/carried_frac" in e]
     assert any(e["dynamic_sampling/carried_frac"] > 0 for e in history), history
+
+
+@pytest.mark.parametrize("dynamic_sampling", [False, True])
+def test_keep_groups_together_two_processes(tmp_path, dynamic_sampling):
+    """Every optimizer step trains whole groups, counted over both ranks; with dynamic sampling also carried ones."""
+    options = {"keep_groups_together": True, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+               "steps_per_generation": 4, "max_completion_length": 4}
+    reward, steps = "parity", 4
+    if dynamic_sampling:
+        options.update(dynamic_sampling=True, dynamic_sampling_carry_over=True, dynamic_sampling_adaptive=True,
+                       dynamic_sampling_first_round_oversample=3)
+        reward, steps = "half_degenerate", 6
+    name = f"keep_groups_{dynamic_sampling}"
+    report = launch(tmp_path, name, 2, "--reward", reward, "--record-steps", "--max-steps", str(steps),
+                    "--extra", json.dumps(options))
+    records = [r for rank in range(2) for r in json.loads((tmp_path / f"{name}.json.steps.rank{rank}").read_text())]
+    check_group_tags_are_groups(records)
+    per_step = rows_per_group_and_step(records)
+    assert sorted(per_step) == list(range(steps))
+    assert steps_with_split_groups(records, rows_per_pass=4) == {}
+    assert all(sum(counts.values()) == 16 for counts in per_step.values())  # 2 ranks x 4 rows x 2 micro-batches
+    if dynamic_sampling:
+        history = report["log_history"]
+        assert any(entry.get("dynamic_sampling/carried_frac", 0) > 0 for entry in history), history

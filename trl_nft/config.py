@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from trl_nft import group_order
 from trl_nft.loss import PROMPT_WEIGHTINGS
 
 # TRL aggregations NFT can use: they only sum/average a per-token loss. The others reshape the policy term itself.
@@ -137,6 +138,18 @@ class NFTConfig(GRPOConfig):
         eval_top_p (`float` or `None`, *optional*, defaults to `None`):
             Top-p of in-training evaluation. `None`: `top_p`, as in TRL. Official: 0.7 (validation
             `val_kwargs.top_p`).
+
+        > Parameters that control the mini-batches
+
+        keep_groups_together (`bool`, *optional*, defaults to `False`):
+            Shuffle the generation batch by whole groups instead of single completions, so every optimizer step
+            trains complete groups (all `num_generations` answers of its prompts, also those held by other
+            processes). `False` is TRL's behaviour: each group is spread over all the optimizer steps of its
+            generation batch. Only matters off-policy (`steps_per_generation` > `gradient_accumulation_steps`).
+            The official 7B run's mini-batches keep groups nearly whole, the 32B run's scatter them; the paper
+            recipes follow (`true` / `false`). Needs `steps_per_generation` to be a multiple or divisor of
+            `gradient_accumulation_steps` and, when larger, `per_device_train_batch_size` ×
+            `gradient_accumulation_steps` to be a multiple of `num_generations`.
     """
 
     loss_type: str = field(
@@ -290,6 +303,16 @@ class NFTConfig(GRPOConfig):
             "val_kwargs.top_p)."
         },
     )
+    keep_groups_together: bool = field(
+        default=False,
+        metadata={
+            "help": "Shuffle the generation batch by whole groups, so every optimizer step trains complete groups "
+            "(all num_generations answers of its prompts, on every process). False = TRL's behaviour: single "
+            "completions are shuffled and each group is spread over all optimizer steps of its generation batch. "
+            "Matters only when steps_per_generation > gradient_accumulation_steps. The official 7B run's "
+            "mini-batches keep groups nearly whole (its recipe: true), the 32B run's scatter them (false)."
+        },
+    )
 
     @classmethod
     def from_grpo_config(cls, grpo_config: GRPOConfig, **nft_overrides) -> NFTConfig:
@@ -339,6 +362,13 @@ class NFTConfig(GRPOConfig):
         self._default_bf16_to_what_the_machine_supports()
         super().__post_init__()
         self._check_scheduler_per_generation()  # needs steps_per_generation, which GRPOConfig derives
+        if self.keep_groups_together:  # needs steps_per_generation, which GRPOConfig fills in
+            group_order.check_whole_group_layout(
+                group_size=self.num_generations,
+                per_device_batch=self.per_device_train_batch_size,
+                steps_per_generation=self.steps_per_generation,
+                gradient_accumulation_steps=self.gradient_accumulation_steps,
+            )
         self._warn_ignored_grpo_options()  # after GRPOConfig has normalised scale_rewards (True -> "group")
 
     def _default_bf16_to_what_the_machine_supports(self):

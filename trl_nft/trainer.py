@@ -11,6 +11,8 @@ The subclass hooks three places:
 It also reads its own options where TRL has none: `eval_temperature` / `eval_top_p` (swapped in around evaluation
 generation), `weight_decay_all_parameters` (`get_decay_parameter_names`) and `lr_scheduler_per_generation`
 (`create_scheduler`, `trl_nft.lr_schedule`).
+With `keep_groups_together`, `_prepare_inputs` shuffles the buffered generation batch by whole groups instead of
+TRL's row by row (`trl_nft.whole_group_batches`); everything else in it is TRL's.
 
 Checkpoints also carry TRL's generation buffer and micro-step counter, and the dynamic-sampling state
 (`_save_checkpoint` / `_load_optimizer_and_scheduler`, `trl_nft.generation_state`), so a run resumed in the middle
@@ -38,6 +40,7 @@ from trl_nft.grpo_warnings import SEQUENCE_LEVEL_NOTE, without_warnings_false_fo
 from trl_nft.loss import loss_token_mask, nft_loss_terms, spread_sequence_loss
 from trl_nft.labels import correctness_from_rewards
 from trl_nft.precision import low_precision_warning
+from trl_nft.whole_group_batches import WholeGroupBatchesMixin
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ HOOKED_TRL_METHODS = {
     ),
     "get_high_entropy_mask": ("self", "entropies", "mask", "threshold"),
     "get_off_policy_mask": ("advantages", "per_token_logps", "sampling_per_token_logps", "mask", "off_policy_threshold"),
-    "_prepare_inputs": ("self", "generation_batch"),
+    "_prepare_inputs": ("self", "generation_batch"),  # owned when keep_groups_together (`trl_nft.whole_group_batches`)
     # checkpointing TRL's generation buffer (`trl_nft.generation_state`)
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
@@ -81,7 +84,7 @@ def trl_signature_mismatches() -> dict[str, tuple[tuple[str, ...], tuple[str, ..
     return mismatches
 
 
-class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
+class NFTTrainer(DynamicSamplingMixin, WholeGroupBatchesMixin, GRPOTrainer):
     """Negative-aware Fine-Tuning (arXiv 2505.18116) with `GRPOTrainer`'s constructor and usage.
 
     Pass an `NFTConfig` as `args`. Reward functions are used as verifiers: see `NFTConfig.reward_threshold` for how
@@ -135,6 +138,7 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
                 RuntimeWarning,
                 stacklevel=2,
             )
+        self._check_whole_group_layout()
         self._gathered_rewards_per_func = None
 
     # ----------------------------------------------------------------------------------------------- labels

@@ -119,3 +119,22 @@ def test_paper_recipes_train_with_the_official_verifier(name):
     assert load(name).get("reward_funcs", ["math_accuracy_reward"]) == (
         ["dapo_math_reward"] if official else ["math_accuracy_reward"]
     )
+
+
+# Official mini-batch order: 7B keeps each group within one or a few adjacent optimizer steps, 32B (Ulysses
+# sequence parallelism 8) scatters it over about half of them (docs/paper_recipes.md, "Mini-batch composition").
+KEEPS_GROUPS_TOGETHER = {"qwen2.5-math-7b": True, "qwen2.5-32b": False, "qwen2.5-math-1.5b-single-gpu": False}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_mini_batch_composition_is_the_official_runs(name):
+    from trl_nft.group_order import check_whole_group_layout
+
+    recipe = load(name)
+    assert recipe["keep_groups_together"] is KEEPS_GROUPS_TOGETHER[name]
+    check_whole_group_layout(  # the recipe's batch shape could keep groups together on its own hardware
+        group_size=recipe["num_generations"],
+        per_device_batch=recipe["per_device_train_batch_size"],
+        steps_per_generation=steps_per_generation(recipe, RECIPES[name][0]),
+        gradient_accumulation_steps=recipe["gradient_accumulation_steps"],
+    )

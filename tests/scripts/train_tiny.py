@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
+from tests.step_records import step_recording  # noqa: E402
 from trl_nft import NFTConfig, NFTTrainer  # noqa: E402
 from trl_nft.testing.tiny_models import build_char_tokenizer, build_tiny_qwen2  # noqa: E402
 
@@ -81,6 +82,7 @@ def main():
     parser.add_argument("--resume-from", default=None)
     parser.add_argument("--reward", choices=["parity", "half_degenerate"], default="parity")
     parser.add_argument("--record-batches", action="store_true", help="each rank writes the rows it trained on")
+    parser.add_argument("--record-steps", action="store_true", help="each rank writes the groups each step trained")
     parser.add_argument("--trainer", choices=["nft", "grpo"], default="nft")
     parser.add_argument("--extra", default="{}", help="JSON dict of further NFTConfig overrides")
     parser.add_argument("--kill-at-step", type=int, default=None, help="SIGKILL every rank at the end of this step")
@@ -121,6 +123,8 @@ def main():
     args = config_cls(**settings)
     if cli.record_batches:
         trainer_cls = recording(trainer_cls)
+    if cli.record_steps:
+        trainer_cls = step_recording(trainer_cls)
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
                          processing_class=tokenizer,
                          callbacks=None if cli.kill_at_step is None else [killer(cli.kill_at_step)])
@@ -130,6 +134,9 @@ def main():
     if cli.record_batches:
         with open(f"{cli.report}.rank{trainer.accelerator.process_index}", "w") as handle:
             json.dump(trainer.recorded, handle)
+    if cli.record_steps:
+        with open(f"{cli.report}.steps.rank{trainer.accelerator.process_index}", "w") as handle:
+            json.dump(trainer.step_records, handle)
     if cli.final_weights and trainer.accelerator.is_main_process:
         torch.save(after, cli.final_weights)
     if trainer.accelerator.is_main_process:
