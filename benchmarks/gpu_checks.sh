@@ -7,7 +7,7 @@
 # outputs/gpu_checks/<date>; its summary.md gathers the figures and each part's status and duration.
 #
 #   python benchmarks/gpu_wheels.py download      # beforehand, where pip reaches PyPI (about 24 MiB)
-#   bash benchmarks/gpu_checks.sh                  # on the GPU machine: about 6 minutes on an H200
+#   bash benchmarks/gpu_checks.sh                  # on the GPU machine: estimated 7 minutes at most
 #   REHEARSAL=1 bash benchmarks/gpu_checks.sh      # the same parts on a CPU, at a tiny size
 #
 # Time guard: the parts share BUDGET_S seconds (default 480). A part starts only if its estimate fits in what is

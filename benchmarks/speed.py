@@ -20,7 +20,7 @@ memory per trainer, NFT/GRPO ratios at each length, a fitted growth exponent (ti
 memory is compared with the size a full (batch × tokens × vocabulary) float32 logits tensor would have.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                          # CPU, tiny model → results/speed.md
-    python benchmarks/speed.py --device cuda --model-size 0.5b --results-name gpu_speed   # see gpu_speed.sh
+    python benchmarks/speed.py --device cuda --model-size 0.5b --results-name gpu_speed   # see gpu_checks.sh
     python benchmarks/speed.py --vocab qwen2.5 --model-size qwen-micro --lengths 256 1024 4096 \
         --results-name speed_scaling                                      # → results/speed_scaling.{md,json,png}
     python benchmarks/speed.py --vocab qwen2.5 ... --lengths 256 1024 4096 --merge a.json b.json \
@@ -875,7 +875,7 @@ def append_report(path: Path, report: str, device_name: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if not path.exists():
         path.write_text("# GPU speed and memory: NFTTrainer vs GRPOTrainer\n\nOne section per run of "
-                        "`benchmarks/gpu_speed.sh`.\n")
+                        "`benchmarks/speed.py --append-to`.\n")
     with path.open("a") as handle:
         handle.write(f"\n## {device_name} — {stamp}\n{body}")
 
