@@ -43,7 +43,7 @@ def one_step_update(trainer_cls, config_cls, model, tokenizer, device, tmp_path,
     return after - start, list(trainer._logs["completion"]), list(rewards)
 
 
-def test_bf16_nft_step_equals_dr_grpo_on_policy(qwen_model, qwen_tokenizer, device, tmp_path):
+def test_bf16_nft_step_equals_dr_grpo_on_policy(device, qwen_model, qwen_tokenizer, tmp_path):
     run = dict(tokenizer=qwen_tokenizer, device=device)
     nft, nft_completions, rewards = one_step_update(
         NFTTrainer, NFTConfig, copy.deepcopy(qwen_model), tmp_path=tmp_path / "nft", prompt_weighting="dr_grpo", **run)

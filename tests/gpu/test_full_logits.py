@@ -39,7 +39,7 @@ class CountingFold:
         return self.original(*args, **kwargs)
 
 
-def test_bf16_step_keeps_logits_tiled(qwen_model, qwen_tokenizer, device, tmp_path, monkeypatch):
+def test_bf16_step_keeps_logits_tiled(device, qwen_model, qwen_tokenizer, tmp_path, monkeypatch):
     from trl.kernels import chunked_logprob
 
     triton_fold = CountingFold(chunked_logprob._forward_kernel)

@@ -46,13 +46,13 @@ def assert_only_adapters_trained(changed, log):
     assert torch.isfinite(torch.tensor(log["loss"])) and log["nft/degenerate_group_frac"] < 1.0
 
 
-def test_lora_step_in_bf16(qwen_tokenizer, device, tmp_path):
+def test_lora_step_in_bf16(device, qwen_tokenizer, tmp_path):
     path = save_tiny_model(tmp_path / "model", tokenizer="qwen2.5", **TINY_QWEN)
     _, changed, log = train_one_adapter_step(path, qwen_tokenizer, device, tmp_path)
     assert_only_adapters_trained(changed, log)
 
 
-def test_qlora_4bit_loading_and_step(qwen_tokenizer, device, tmp_path):
+def test_qlora_4bit_loading_and_step(device, qwen_tokenizer, tmp_path):
     require_cuda(device, "4-bit loading through bitsandbytes")
     if importlib.util.find_spec("bitsandbytes") is None:
         pytest.skip("bitsandbytes is not installed (the quantization extra)")
