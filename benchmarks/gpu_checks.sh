@@ -12,13 +12,16 @@
 #
 # Time guard: the parts share BUDGET_S seconds (default 480). A part starts only if its estimate fits in what is
 # left and is stopped when the budget runs out; a part that does not fit is skipped with a note. PARTS picks parts
-# (default: install tests loss speed_1k speed_4k). PYTHON picks the interpreter (default: python3).
+# (default: install tests loss speed_1k speed_4k). PYTHON picks the interpreter (default: python3). PACK=1 leaves
+# two files in the output folder, summary.md and gpu_checks.tar.gz with everything else (to copy back from a remote
+# machine that returns few files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 PYTHON=${PYTHON:-python3}
 REHEARSAL=${REHEARSAL:-0}
 PARTS=${PARTS:-install tests loss speed_1k speed_4k}
+PACK=${PACK:-0}
 OUT=${OUT:-outputs/gpu_checks/$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -99,3 +102,9 @@ part speed_1k "$PYTHON" benchmarks/speed.py "${SPEED[@]}" "${SHORT[@]}" --vocab 
 part speed_4k "$PYTHON" benchmarks/speed.py "${SPEED[@]}" "${LONG[@]}" --vocab qwen2.5 --output-dir "$OUT" \
     --results-name speed_4k
 "$PYTHON" benchmarks/gpu_report.py "$OUT" --total-seconds $(($(date +%s) - START)) | tee "$OUT/summary.md"
+if [ "$PACK" = 1 ]; then  # two files instead of many: summary.md and an archive of everything else
+    archive=$(mktemp -u /tmp/gpu_checks.XXXXXX.tar.gz)
+    (cd "$OUT" && find . -type f ! -name summary.md | tar czf "$archive" -T - \
+        && find . -type f ! -name summary.md -delete && find . -mindepth 1 -type d -empty -delete) \
+        && mv "$archive" "$OUT/gpu_checks.tar.gz"
+fi

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,15 @@ def test_parts_that_do_not_fit_the_budget_are_skipped_with_a_note(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| tests | skipped | 0 | would overrun" in summary and "(the GPU tests did not run)" in summary
     assert "rehearsal: 1; budget: 5 s" in (out / "environment.txt").read_text()
+
+
+def test_packed_output_is_the_summary_and_one_archive(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, REHEARSAL="1", BUDGET_S="0", PARTS="install", PACK="1", OUT=str(out), PYTHON=sys.executable)
+    subprocess.run(["bash", str(REPO_ROOT / "benchmarks/gpu_checks.sh")], env=env, check=True, capture_output=True)
+    assert sorted(path.name for path in out.iterdir()) == ["gpu_checks.tar.gz", "summary.md"]
+    with tarfile.open(out / "gpu_checks.tar.gz") as archive:
+        assert {"./parts.tsv", "./environment.txt"} <= set(archive.getnames())
 
 
 def speed_point(length, nft_peak, grpo_peak):
