@@ -31,7 +31,7 @@ def test_outcomes(folder: Path) -> list[str]:
     """One row per GPU test from pytest's JUnit XML: passed, failed (first line of the message) or skipped (reason)."""
     path = folder / "gpu_tests.xml"
     if not path.exists():
-        return ["(the GPU tests did not run)"]
+        return ["(no test report: the GPU tests did not run, or were stopped before the end; see tests.log)"]
     rows = ["| test | outcome | seconds |", "|---|---|---|"]
     for case in ElementTree.parse(path).getroot().iter("testcase"):
         outcome = "passed"
