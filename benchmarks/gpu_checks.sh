@@ -64,7 +64,8 @@ part() {  # part NAME COMMAND...: run within the budget, log to $OUT/NAME.log, r
     local left=$((BUDGET_S - ($(date +%s) - START))) needs
     needs=$(estimate "$name")
     if [ "$left" -lt "$needs" ]; then
-        echo -e "$name\tskipped\t0\twould overrun: needs about ${needs} s, ${left} s of the budget left" >> "$OUT/parts.tsv"
+        echo -e "$name\tskipped\t0\twould overrun: needs about ${needs} s, ${left} s of the budget left" \
+            >> "$OUT/parts.tsv"
         echo "== $name: skipped (needs about ${needs} s, ${left} s left)"
         return 0
     fi
@@ -95,8 +96,8 @@ if [ "$REHEARSAL" != 1 ] && ! "$PYTHON" -c "import sys, torch; sys.exit(not torc
 fi
 
 part install "$PYTHON" benchmarks/gpu_wheels.py install --target "$SITE"
-"$PYTHON" -m pip list 2>/dev/null | grep -i -E "^(torch|triton|transformers|trl|accelerate|peft|datasets|deepspeed|bitsandbytes|qwen)[ _-]" \
-    >> "$OUT/environment.txt"
+PACKAGES="torch|triton|transformers|trl|accelerate|peft|datasets|deepspeed|bitsandbytes|qwen"
+"$PYTHON" -m pip list 2>/dev/null | grep -i -E "^($PACKAGES)[ _-]" >> "$OUT/environment.txt"
 part tests "$PYTHON" -m pytest -m gpu tests/gpu -p no:cacheprovider -q -rs -s --junitxml="$OUT/gpu_tests.xml"
 part loss "$PYTHON" benchmarks/speed.py --skip-trainers "${LOSS[@]}" --output-dir "$OUT" --results-name loss
 part speed_1k "$PYTHON" benchmarks/speed.py "${SPEED[@]}" "${SHORT[@]}" --vocab qwen2.5 --output-dir "$OUT" \

@@ -47,8 +47,9 @@ def test_outcomes(folder: Path) -> list[str]:
 
 
 def speed_rows(folder: Path) -> list[str]:
-    header = ["| completion tokens | completions / step | steps | step s NFT / GRPO | step-time ratio, median (min – max) "
-              "| tokens/s NFT / GRPO | peak GiB NFT / GRPO | peak ratio |", "|---|---|---|---|---|---|---|---|"]
+    header = ["| completion tokens | completions / step | steps | step s NFT / GRPO "
+              "| step-time ratio, median (min – max) | tokens/s NFT / GRPO | peak GiB NFT / GRPO | peak ratio |",
+              "|---|---|---|---|---|---|---|---|"]
     rows = []
     for name in SPEED_PARTS:
         path = folder / f"{name}.json"

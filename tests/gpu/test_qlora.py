@@ -35,7 +35,8 @@ def train_one_adapter_step(path, tokenizer, device, tmp_path, quantization_confi
                          processing_class=tokenizer, peft_config=lora, quantization_config=quantization_config)
     before = {name: p.detach().float().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
-    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(before[name], p.detach().float())}
+    after = {name: p.detach().float() for name, p in trainer.model.named_parameters()}
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
     log = next(entry for entry in trainer.state.log_history if "loss" in entry)
     return trainer, changed, log
 
