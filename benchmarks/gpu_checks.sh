@@ -12,10 +12,9 @@
 #
 # Time guard: the parts share BUDGET_S seconds (default 480). A part starts only if its estimate fits in what is
 # left, and is stopped at twice its estimate or when the budget runs out; a part that does not fit is skipped with a
-# note. PARTS picks parts
-# (default: install tests loss speed_1k speed_4k). PYTHON picks the interpreter (default: python3). PACK=1 leaves
-# two files in the output folder, summary.md and gpu_checks.tar.gz with everything else (to copy back from a remote
-# machine that returns few files).
+# note. PARTS picks parts (default: install tests loss speed_1k speed_4k). PYTHON picks the interpreter (default:
+# python3). PACK=1 leaves two files in the output folder, summary.md and gpu_checks.tar.gz with everything else (to
+# copy back from a remote machine that returns few files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
