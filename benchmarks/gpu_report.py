@@ -70,14 +70,16 @@ def speed_rows(folder: Path) -> list[str]:
                 f"| {peaks['nft'] / 2**30:.2f} / {peaks['grpo'] / 2**30:.2f} "
                 f"| {point['memory_ratios']['peak_memory_bytes']['median']:.4f} |"
             )
-    return header + rows if rows else ["(no trainer comparison ran)"]
+    return header + rows if rows else []
 
 
 def speed_setting(folder: Path) -> str:
     devices = {json.loads((folder / f"{name}.json").read_text())["device_name"]
                for name in SPEED_PARTS if (folder / f"{name}.json").exists()}
-    precision = "bf16" if devices and "CPU" not in devices else "fp32 (CPU)"
-    return (f"On {', '.join(sorted(devices)) or '–'}, {precision}, random-init weights, real Qwen2.5 vocabulary, "
+    if not devices:
+        return "(no trainer comparison ran)"
+    precision = "fp32 (CPU)" if "CPU" in devices else "bf16"
+    return (f"On {', '.join(sorted(devices))}, {precision}, random-init weights, real Qwen2.5 vocabulary, "
             "completions of exactly the given length (a random rollout function in place of generation). Step "
             "time: wall time per optimizer step, the two trainers taking steps in turns in one process; the ratio "
             "is NFT/GRPO per pair of neighbouring steps. Tokens/s: prompt and completion tokens trained per second. "
