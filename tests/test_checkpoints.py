@@ -1,0 +1,166 @@
+"""Checkpoints count only once complete: resume skips interrupted saves, rotation keeps the newest complete one,
+a full disk names the folder and leaves the previous checkpoint usable. In-process, seconds each; the SIGKILL matrix
+is in tests/test_preemption.py."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import logging
+
+import pytest
+import torch
+from transformers import Trainer
+
+from tests.conftest import first_char_parity_reward, tiny_args
+from trl_nft import NFTConfig, NFTTrainer, checkpoints
+
+
+def make_trainer(base_model, tokenizer, prompt_dataset, output_dir, **overrides):
+    settings = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, **overrides}
+    args = tiny_args(NFTConfig, output_dir, **settings)
+    return NFTTrainer(model=copy.deepcopy(base_model), reward_funcs=first_char_parity_reward, args=args,
+                      train_dataset=prompt_dataset, processing_class=tokenizer)
+
+
+def folder_names(output_dir):
+    return [path.rsplit("/", 1)[-1] for _, path in checkpoints.checkpoint_folders(str(output_dir))]
+
+
+class Interrupted(Exception):
+    """Stands in for the process dying inside a save (the SIGKILL version is tests/test_preemption.py)."""
+
+
+def interrupt_save_at_step(monkeypatch, step, method="_save_rng_state"):
+    original = getattr(Trainer, method)
+
+    def failing(self, output_dir):
+        original(self, output_dir)
+        if output_dir.endswith(f"checkpoint-{step}"):
+            raise Interrupted(output_dir)
+
+    monkeypatch.setattr(Trainer, method, failing)
+
+
+# ----------------------------------------------------------------------------------------------- the markers
+def test_marker_is_written_last_and_complete(base_model, tokenizer, prompt_dataset, tmp_path):
+    make_trainer(base_model, tokenizer, prompt_dataset, tmp_path).train()
+    for name in ("checkpoint-2", "checkpoint-4"):
+        status = json.loads((tmp_path / name / checkpoints.STATUS_FILE).read_text())
+        assert status == {"status": "complete", "step": int(name.split("-")[1]), "world_size": 1}
+        assert checkpoints.is_complete(str(tmp_path / name))
+    assert not list(tmp_path.glob("checkpoint-*/*.tmp"))
+
+
+def test_folder_states(tmp_path):
+    saving = tmp_path / "checkpoint-3"
+    checkpoints.mark_saving(str(saving), 3, 2)
+    (saving / "trainer_state.json").write_text("{}")
+    (saving / "model.safetensors").write_text("")
+    assert not checkpoints.is_complete(str(saving))  # trainer state written, other ranks maybe not: not yet
+    checkpoints.mark_complete(str(saving), 3, 2)
+    assert checkpoints.is_complete(str(saving))
+    older = tmp_path / "checkpoint-1"  # written before the marker existed
+    older.mkdir()
+    (older / "model.safetensors").write_text("")
+    assert not checkpoints.is_complete(str(older))  # weights only: killed before the trainer state
+    (older / "trainer_state.json").write_text("{}")
+    assert checkpoints.is_complete(str(older))
+    (tmp_path / "checkpoint-x").mkdir()
+    (tmp_path / "not-a-checkpoint-9").mkdir()
+    assert folder_names(tmp_path) == ["checkpoint-1", "checkpoint-3"]
+
+
+def test_rotation_counts_complete_checkpoints_only(tmp_path):
+    for step in (1, 2, 3, 4, 5):
+        checkpoints.mark_saving(str(tmp_path / f"checkpoint-{step}"), step, 1)
+    for step in (1, 3, 4):
+        checkpoints.mark_complete(str(tmp_path / f"checkpoint-{step}"), step, 1)
+    deleted = checkpoints.rotate(str(tmp_path), 1, keep=(str(tmp_path / "checkpoint-1"),))
+    assert sorted(deleted) == sorted(str(tmp_path / f"checkpoint-{step}") for step in (2, 3))
+    # the best (kept) and newest complete survive; checkpoint-5 (newer, being written) is left alone
+    assert folder_names(tmp_path) == ["checkpoint-1", "checkpoint-4", "checkpoint-5"]
+    assert checkpoints.rotate(str(tmp_path), None) == []
+
+
+# -------------------------------------------------------------------------------------------- interrupted saves
+def test_resume_true_skips_an_interrupted_save_with_a_warning(base_model, tokenizer, prompt_dataset, tmp_path,
+                                                             monkeypatch, caplog):
+    full = make_trainer(base_model, tokenizer, prompt_dataset, tmp_path / "full")
+    full.train()
+    interrupt_save_at_step(monkeypatch, 4, method="_save_optimizer_and_scheduler")
+    with pytest.raises(Interrupted):
+        make_trainer(base_model, tokenizer, prompt_dataset, tmp_path / "run").train()
+    monkeypatch.undo()
+    partial = tmp_path / "run" / "checkpoint-4"
+    assert (partial / "model.safetensors").exists() and not checkpoints.is_complete(str(partial))
+    resumed = make_trainer(base_model, tokenizer, prompt_dataset, tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        resumed.train(resume_from_checkpoint=True)
+    assert f"Ignoring incomplete checkpoint folder(s) {partial}" in caplog.text
+    assert str(tmp_path / "run" / "checkpoint-2") in caplog.text
+    assert checkpoints.is_complete(str(partial))  # saved again, completely, by the resumed run
+    for name, parameter in full.model.named_parameters():
+        torch.testing.assert_close(dict(resumed.model.named_parameters())[name], parameter, rtol=0, atol=1e-6)
+    checkpoints.mark_saving(str(partial), 4, 1)  # an explicit path to an incomplete folder is refused by name
+    with pytest.raises(ValueError, match="checkpoint-4.* is an incomplete checkpoint"):
+        checkpoints.resolve_resume(str(partial), str(tmp_path / "run"))
+
+
+def test_save_total_limit_keeps_the_previous_checkpoint_until_the_new_one_is_complete(
+        base_model, tokenizer, prompt_dataset, tmp_path, monkeypatch):
+    interrupt_save_at_step(monkeypatch, 4)  # killed after the RNG files, before the trainer state
+    with pytest.raises(Interrupted):
+        make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, save_total_limit=1).train()
+    assert folder_names(tmp_path) == ["checkpoint-2", "checkpoint-4"]
+    assert checkpoints.newest_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    monkeypatch.undo()
+    make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, save_total_limit=1).train(
+        resume_from_checkpoint="auto")
+    assert folder_names(tmp_path) == ["checkpoint-4"]
+
+
+def test_auto_starts_fresh_without_checkpoints_and_true_explains(base_model, tokenizer, prompt_dataset, tmp_path,
+                                                                  caplog):
+    trainer = make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, max_steps=2)
+    with pytest.raises(ValueError, match="no complete checkpoint in output_dir"):
+        trainer.train(resume_from_checkpoint=True)
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        trainer.train(resume_from_checkpoint="auto")
+    assert "no complete checkpoint" in caplog.text and "starting a fresh run" in caplog.text
+    assert trainer.state.global_step == 2
+
+
+def test_checkpoint_written_before_markers_still_resumes(base_model, tokenizer, prompt_dataset, tmp_path, caplog):
+    make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, max_steps=2).train()
+    (tmp_path / "checkpoint-2" / checkpoints.STATUS_FILE).unlink()
+    trainer = make_trainer(base_model, tokenizer, prompt_dataset, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        trainer.train(resume_from_checkpoint="auto")
+    assert f"resuming from {tmp_path / 'checkpoint-2'}" in caplog.text
+    assert [entry["step"] for entry in trainer.state.log_history if "loss" in entry] == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------------------------- disk full
+def test_disk_full_names_the_folder_and_keeps_the_previous_checkpoint(base_model, tokenizer, prompt_dataset,
+                                                                      tmp_path, monkeypatch):
+    original_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "checkpoint-4" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return original_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left") as raised:
+        make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, save_total_limit=1).train()
+    message = str(raised.value)
+    assert raised.value.errno == errno.ENOSPC
+    assert f"writing checkpoint {tmp_path / 'checkpoint-4'}" in message
+    assert f"the newest complete checkpoint, {tmp_path / 'checkpoint-2'}, is untouched" in message
+    monkeypatch.undo()
+    assert not checkpoints.is_complete(str(tmp_path / "checkpoint-4"))
+    trainer = make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, save_total_limit=1)
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 4 and folder_names(tmp_path) == ["checkpoint-4"]
