@@ -10,7 +10,7 @@ The run: 6 optimizer steps, a checkpoint every 2 (occurrence 1, 2, 3 of a save p
 `steps_per_generation=4` and dynamic sampling with refills (generation batches at steps 1 and 5), so kills land
 inside a generation batch and resumes depend on NFT's generation state.
 
-    nice python benchmarks/preemption.py            # the whole matrix, writes benchmarks/results/preemption.md
+    nice python benchmarks/preemption.py --jobs 3   # the whole matrix, writes benchmarks/results/preemption.md
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ MATRIX = (
     + [(point, 2) for point in SAVE_POINTS]  # inside checkpoint-4, with checkpoint-2 complete
     + [("model", 1), ("trainer_state", 1), ("rng", 3)]  # inside the first (none complete yet) and the last save
 )
+# With 2 processes (each about 3× as slow on CPU): one point of each kind, and the saves where ranks differ most
+# (ZeRO-3 optimizer shards are written by every rank; the trainer state by rank 0 only, before the barrier).
+MULTI_PROCESS_MATRIX = (("generation", 2), ("optimizer_step", 3), ("optimizer", 2), ("trainer_state", 2),
+                        ("model", 1))
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,30 @@ def run_matrix(launch: Launch, folder: Path, cases=MATRIX, log=print) -> list[Ou
     return outcomes
 
 
+def run_all(launches: list[Launch], work_dir: Path, jobs: int, on_result) -> dict[str, list[Outcome]]:
+    """Every launch's matrix, `jobs` runs at a time (each case is independent; references first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results = {launch.name: [] for launch in launches}
+    folders = {launch: work_dir / f"{launch.processes}{'z' if launch.zero3 else ''}" for launch in launches}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        references = dict(zip(launches, pool.map(lambda launch: reference(launch, folders[launch] / "full"),
+                                                 launches)))
+        cases = [(launch, point, occurrence) for launch in launches
+                 for point, occurrence in (MATRIX if launch.processes == 1 else MULTI_PROCESS_MATRIX)]
+
+        def one(case):
+            launch, point, occurrence = case
+            outcome = kill_and_resume(launch, folders[launch] / f"{point}-{occurrence}", point, occurrence,
+                                      references[launch])
+            results[launch.name].append(outcome)
+            on_result(launch, outcome, results)
+            return outcome
+
+        list(pool.map(one, cases))
+    return results
+
+
 def report(results: dict[str, list[Outcome]]) -> str:
     tried = sum(len(outcomes) for outcomes in results.values())
     survived = sum(outcome.survived for outcomes in results.values() for outcome in outcomes)
@@ -179,13 +207,19 @@ def main():
     parser.add_argument("--work-dir", default="/tmp/trl_nft_preemption")
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "results" / "preemption.md"))
     parser.add_argument("--launches", default="1,2,2z", help="1: one process, 2: two (DDP), 2z: two with ZeRO-3")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at the same time")
     cli = parser.parse_args()
-    launches = {"1": Launch(1), "2": Launch(2), "2z": Launch(2, zero3=True)}
-    results = {}
-    for key in cli.launches.split(","):
-        launch = launches[key]
-        results[launch.name] = run_matrix(launch, Path(cli.work_dir) / key.replace(",", "_"))
+    known = {"1": Launch(1), "2": Launch(2), "2z": Launch(2, zero3=True)}
+    launches = [known[key] for key in cli.launches.split(",")]
+
+    def on_result(launch, outcome, results):
+        print(f"{launch.name}: {outcome.point}:{outcome.occurrence} -> "
+              f"{'survived' if outcome.survived else 'FAILED'} (left {outcome.checkpoints_left}, resumed from "
+              f"{outcome.resumed_from}, diff {outcome.difference}, {outcome.seconds:.0f} s)", flush=True)
         Path(cli.output).write_text(report(results), encoding="utf-8")  # partial results survive a stopped run
+
+    results = run_all(launches, Path(cli.work_dir), cli.jobs, on_result)
+    Path(cli.output).write_text(report(results), encoding="utf-8")
     print(report(results))
 
 

@@ -32,7 +32,7 @@ class Interrupted(Exception):
     """Stands in for the process dying inside a save (the SIGKILL version is tests/test_preemption.py)."""
 
 
-def interrupt_save_at_step(monkeypatch, step, method="_save_rng_state"):
+def interrupt_save_at_step(monkeypatch, step, method):
     original = getattr(Trainer, method)
 
     def failing(self, output_dir):
@@ -110,7 +110,14 @@ def test_resume_true_skips_an_interrupted_save_with_a_warning(base_model, tokeni
 
 def test_save_total_limit_keeps_the_previous_checkpoint_until_the_new_one_is_complete(
         base_model, tokenizer, prompt_dataset, tmp_path, monkeypatch):
-    interrupt_save_at_step(monkeypatch, 4)  # killed after the RNG files, before the trainer state
+    mark_complete = checkpoints.mark_complete
+
+    def interrupted_before_the_marker(folder, *args):  # every file written, the marker not yet
+        if folder.endswith("checkpoint-4"):
+            raise Interrupted(folder)
+        mark_complete(folder, *args)
+
+    monkeypatch.setattr(checkpoints, "mark_complete", interrupted_before_the_marker)
     with pytest.raises(Interrupted):
         make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, save_total_limit=1).train()
     assert folder_names(tmp_path) == ["checkpoint-2", "checkpoint-4"]

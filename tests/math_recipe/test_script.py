@@ -4,6 +4,7 @@ checks, the saved model card, and that verifier worker processes end with the ru
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -211,3 +212,25 @@ def test_a_crashed_run_leaves_no_workers(tiny_model_dir, problems_file, tmp_path
     assert result.returncode != 0 and "this reward fails on purpose" in result.stderr
     assert seen, "the verifier pool never started, so this test checked nothing"
     assert not left, f"verifier workers {sorted(left)} outlived the crashed run"
+
+
+# ---------------------------------------------------------------------------------------------------- requeue
+def test_resume_auto_starts_fresh_then_continues_from_the_newest_complete_checkpoint(tiny_model_dir, problems_file,
+                                                                                     tmp_path, caplog):
+    """What a requeue script runs: the same command every time, `--resume_from_checkpoint auto` (or the YAML key)."""
+    output_dir = tmp_path / "run"
+    options = tiny_options(tiny_model_dir, problems_file, output_dir)
+    at = options.index("--max_steps")
+    options = [*options[:at], *options[at + 2:], "--save_strategy", "steps", "--save_steps", "1"]
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        first = cli.train([*options, "--max_steps", "1", "--resume_from_checkpoint", "auto"])
+    assert "no complete checkpoint" in caplog.text and first.state.global_step == 1
+    (output_dir / "checkpoint-2").mkdir()  # a save killed early: a folder without files
+    config = tmp_path / "requeue.yaml"
+    config.write_text("resume_from_checkpoint: auto\nmax_steps: 2\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        second = cli.train(["--config", str(config), *options])
+    assert f"Ignoring incomplete checkpoint folder(s) {output_dir / 'checkpoint-2'}" in caplog.text
+    assert f"resuming from {output_dir / 'checkpoint-1'}" in caplog.text
+    assert second.state.global_step == 2
