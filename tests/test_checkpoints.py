@@ -8,12 +8,17 @@ import copy
 import errno
 import json
 import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import Trainer
 
-from tests.conftest import first_char_parity_reward, tiny_args
+from tests.conftest import REPO_ROOT, first_char_parity_reward, tiny_args
 from trl_nft import NFTConfig, NFTTrainer, checkpoints
 
 
@@ -171,3 +176,41 @@ def test_disk_full_names_the_folder_and_keeps_the_previous_checkpoint(base_model
     trainer = make_trainer(base_model, tokenizer, prompt_dataset, tmp_path, save_total_limit=1)
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 4 and folder_names(tmp_path) == ["checkpoint-4"]
+
+
+def can_mount_a_private_tmpfs(folder) -> bool:
+    probe = f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(folder))}"
+    return subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_really_full_filesystem(tmp_path):
+    """A real 600 KB tmpfs (one tiny checkpoint fits, not two), mounted in a private mount namespace that dies with
+    the subprocess: torch reports the short write as a RuntimeError, the trainer as disk full; after the space grows,
+    `auto` resumes from the checkpoint that was kept. About 30-60 s; skipped where mounting is not permitted."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    if shutil.which("unshare") is None or not can_mount_a_private_tmpfs(mount_point):
+        pytest.skip("needs `unshare -m` and mount permission (root in a private mount namespace)")
+    probe = [sys.executable, str(REPO_ROOT / "tests" / "scripts" / "disk_full_probe.py"), str(mount_point / "run"),
+             "2"]
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    script = " && ".join([
+        f"mount -t tmpfs -o size=600k tmpfs {shlex.quote(str(mount_point))}",
+        f"{shlex.join(probe)} > {shlex.quote(str(first))}",
+        f"mount -o remount,size=4m {shlex.quote(str(mount_point))}",  # space freed
+        f"{shlex.join([*probe, 'auto'])} > {shlex.quote(str(second))}",
+    ])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    full, resumed = (json.loads(path.read_text().strip().splitlines()[-1]) for path in (first, second))
+    assert full["error"]["type"] == "OSError" and full["error"]["errno"] == errno.ENOSPC
+    assert f"writing checkpoint {mount_point / 'run' / 'checkpoint-2'}" in full["error"]["message"]
+    assert f"newest complete checkpoint, {mount_point / 'run' / 'checkpoint-1'}, is untouched" in \
+        full["error"]["message"]
+    assert full["complete"] == {"checkpoint-1": True, "checkpoint-2": False}
+    assert resumed["error"] is None and resumed["global_step"] == 2
+    assert resumed["complete"] == {"checkpoint-2": True}
+    assert str(mount_point) not in subprocess.run(["mount"], capture_output=True, text=True).stdout  # none left

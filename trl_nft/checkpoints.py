@@ -210,16 +210,33 @@ def rotate(output_dir: str, save_total_limit: int | None, keep: tuple[str | None
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# torch.save's zip writer reports a short write on a full disk as a RuntimeError without an errno ("unexpected pos"):
+# such an error counts as disk full when the checkpoint's filesystem has less than this left.
+LOW_SPACE_BYTES = 1 << 20
 
 
-def disk_full_error(error: OSError, folder: str, output_dir: str) -> OSError:
+def is_disk_full(error: BaseException, folder: str) -> bool:
+    """Whether `error`, raised while writing checkpoint `folder`, comes from a full disk (or an exhausted quota)."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        return True
+    if not isinstance(error, (OSError, RuntimeError)):
+        return False
+    try:
+        stats = os.statvfs(folder if os.path.isdir(folder) else os.path.dirname(folder))
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
+
+
+def disk_full_error(error: BaseException, folder: str, output_dir: str) -> OSError:
     """The error raised when a checkpoint cannot be written for lack of space: names the folder and what to resume."""
     previous = newest_complete_checkpoint(output_dir)
     fallback = f"the newest complete checkpoint, {previous}, is untouched" if previous else "there is no complete one"
+    filename = getattr(error, "filename", None) or folder
     return OSError(
-        error.errno,
-        f"No space left on the device while writing checkpoint {folder} ({error.filename or folder}: "
-        f"{error.strerror or error}). That folder stays marked incomplete and resume ignores it; {fallback}. Free "
-        "space (or lower save_total_limit) and resume with resume_from_checkpoint='auto'.",
-        error.filename or folder,
+        errno.ENOSPC,
+        f"No space left on the device while writing checkpoint {folder} ({filename}: {error}). That folder stays "
+        f"marked incomplete and resume ignores it; {fallback}. Free space (or lower save_total_limit) and resume "
+        "with resume_from_checkpoint='auto'.",
+        filename,
     )

@@ -196,8 +196,8 @@ class NFTTrainer(DynamicSamplingMixin, GRPOTrainer):
             if self.args.should_save:
                 checkpoints.mark_complete(folder, step, world_size)
                 checkpoints.rotate(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
-        except OSError as error:
-            if error.errno not in checkpoints.DISK_FULL_ERRNOS:
+        except (OSError, RuntimeError) as error:
+            if not checkpoints.is_disk_full(error, folder):
                 raise
             raise checkpoints.disk_full_error(error, folder, run_dir) from error
 
