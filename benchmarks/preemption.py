@@ -154,7 +154,7 @@ def run_matrix(launch: Launch, folder: Path, cases=MATRIX, log=print) -> list[Ou
     return outcomes
 
 
-def run_all(launches: list[Launch], work_dir: Path, jobs: int, on_result) -> dict[str, list[Outcome]]:
+def run_all(launches: list[Launch], work_dir: Path, jobs: int, on_result, only=None) -> dict[str, list[Outcome]]:
     """Every launch's matrix, `jobs` runs at a time (each case is independent; references first)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -164,7 +164,8 @@ def run_all(launches: list[Launch], work_dir: Path, jobs: int, on_result) -> dic
         references = dict(zip(launches, pool.map(lambda launch: reference(launch, folders[launch] / "full"),
                                                  launches)))
         cases = [(launch, point, occurrence) for launch in launches
-                 for point, occurrence in (MATRIX if launch.processes == 1 else MULTI_PROCESS_MATRIX)]
+                 for point, occurrence in (MATRIX if launch.processes == 1 else MULTI_PROCESS_MATRIX)
+                 if only is None or (point, occurrence) in only]
 
         def one(case):
             launch, point, occurrence = case
@@ -208,6 +209,7 @@ def main():
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "results" / "preemption.md"))
     parser.add_argument("--launches", default="1,2,2z", help="1: one process, 2: two (DDP), 2z: two with ZeRO-3")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at the same time")
+    parser.add_argument("--cases", default=None, help="only these cases, e.g. optimizer:2,trainer_state:2")
     cli = parser.parse_args()
     known = {"1": Launch(1), "2": Launch(2), "2z": Launch(2, zero3=True)}
     launches = [known[key] for key in cli.launches.split(",")]
@@ -218,7 +220,11 @@ def main():
               f"{outcome.resumed_from}, diff {outcome.difference}, {outcome.seconds:.0f} s)", flush=True)
         Path(cli.output).write_text(report(results), encoding="utf-8")  # partial results survive a stopped run
 
-    results = run_all(launches, Path(cli.work_dir), cli.jobs, on_result)
+    only = None
+    if cli.cases:
+        only = {(point, int(occurrence))
+                for point, _, occurrence in (case.partition(":") for case in cli.cases.split(","))}
+    results = run_all(launches, Path(cli.work_dir), cli.jobs, on_result, only)
     Path(cli.output).write_text(report(results), encoding="utf-8")
     print(report(results))
 

@@ -6,8 +6,9 @@ other threads. A worker that exceeds the per-pair limit is killed and replaced, 
 is too costly to check, as math-verify's own timeout rules). A worker that dies while scoring (out-of-memory kill, a
 crash, an exit) is replaced and its pair is scored again once on a fresh worker; if that worker dies too, the pair
 is unscorable and its result is ``None`` (TRL treats it as a missing reward), never a 0.0 that would read as a wrong
-answer. The pool counts timeouts, worker deaths and unscorable pairs. Workers are started with ``subprocess`` (not ``multiprocessing``), so they never re-import the caller's ``__main__`` script and
-work the same from threads, forked processes and ``torchrun`` ranks.
+answer. The pool counts timeouts, worker deaths and unscorable pairs. Workers are started with ``subprocess`` (not
+``multiprocessing``), so they never re-import the caller's ``__main__`` script and work the same from threads, forked
+processes and ``torchrun`` ranks.
 """
 
 from __future__ import annotations
