@@ -176,6 +176,9 @@ def run_all(launches: list[Launch], work_dir: Path, jobs: int, on_result, only=N
             return outcome
 
         list(pool.map(one, cases))
+    for launch in launches:  # the matrix's order, not the order the cases finished in
+        order = [(point, occurrence) for (case_launch, point, occurrence) in cases if case_launch == launch]
+        results[launch.name].sort(key=lambda outcome: order.index((outcome.point, outcome.occurrence)))
     return results
 
 
