@@ -14,7 +14,9 @@ generation), `weight_decay_all_parameters` (`get_decay_parameter_names`) and `lr
 With `keep_groups_together`, `_prepare_inputs` shuffles the buffered generation batch by whole groups instead of
 TRL's row by row (`trl_nft.whole_group_batches`); everything else in it is TRL's.
 
-Checkpoints also carry TRL's generation buffer and micro-step counter, and the dynamic-sampling state
+Checkpoints are marked complete only once every process has written its files, resume skips incomplete ones and
+rotation never deletes the newest complete one (`train`, `_save_checkpoint`, `trl_nft.checkpoints`). They also carry
+TRL's generation buffer and micro-step counter, and the dynamic-sampling state
 (`_save_checkpoint` / `_load_optimizer_and_scheduler`, `trl_nft.generation_state`), so a run resumed in the middle
 of a generation batch trains on the rest of that batch, as the uninterrupted run does.
 """
@@ -32,7 +34,7 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
-from trl_nft import completion_logs, generation_state, lr_schedule
+from trl_nft import checkpoints, completion_logs, generation_state, lr_schedule
 from trl_nft.config import NFTConfig
 from trl_nft.dataset_checks import check_trainer_datasets
 from trl_nft.dynamic_sampling.mixin import DynamicSamplingMixin
@@ -70,6 +72,8 @@ HOOKED_TRL_METHODS = {
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
     "_get_output_dir": ("self", "trial"),
+    # complete-checkpoint resume (`trl_nft.checkpoints`)
+    "train": ("self", "resume_from_checkpoint", "trial", "ignore_keys_for_eval"),
 }
 
 
@@ -217,21 +221,51 @@ class NFTTrainer(DynamicSamplingMixin, WholeGroupBatchesMixin, GRPOTrainer):
         return self.lr_scheduler
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None):
+        """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint (folders whose save
+        was interrupted are skipped with a warning), and `"auto"` does the same or starts fresh when there is none."""
+        resume_from_checkpoint = checkpoints.resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval)
+
     def _save_checkpoint(self, model, trial):
-        # Written before TRL's files, so every checkpoint folder with a trainer state also has this state.
-        if not self.args.save_only_model:  # a model-only checkpoint cannot be resumed anyway
-            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            folder = os.path.join(self._get_output_dir(trial=trial), name)
-            mid_batch = self._step % (self.args.steps_per_generation * self.num_iterations) != 0
-            generation_state.save_generation_state(
-                folder,
-                rank=self.accelerator.process_index,
-                world_size=self.accelerator.num_processes,
-                step=self._step,
-                buffered_inputs=self._buffered_inputs if mid_batch else None,  # at a boundary it is regenerated
-                dynamic_sampling_state=self._dynamic_sampling_state,
-            )
-        super()._save_checkpoint(model, trial)
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        step, world_size = self.state.global_step, self.accelerator.num_processes
+        try:
+            if self.args.should_save:  # first: until marked complete, resume and rotation ignore the folder
+                checkpoints.mark_saving(folder, step, world_size)
+            # Written before TRL's files, so every checkpoint folder with a trainer state also has this state.
+            if not self.args.save_only_model:  # a model-only checkpoint cannot be resumed anyway
+                mid_batch = self._step % (self.args.steps_per_generation * self.num_iterations) != 0
+                generation_state.save_generation_state(
+                    folder,
+                    rank=self.accelerator.process_index,
+                    world_size=world_size,
+                    step=self._step,
+                    buffered_inputs=self._buffered_inputs if mid_batch else None,  # at a boundary it is regenerated
+                    dynamic_sampling_state=self._dynamic_sampling_state,
+                )
+            with self._rotation_deferred():  # transformers' rotation would count this still incomplete folder
+                super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's shards, optimizer states and RNG files are written
+            if self.args.should_save:
+                checkpoints.mark_complete(folder, step, world_size)
+                checkpoints.rotate(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
+        except (OSError, RuntimeError) as error:
+            if not checkpoints.is_disk_full(error, folder):
+                raise
+            raise checkpoints.disk_full_error(error, folder, run_dir) from error
+
+    @contextlib.contextmanager
+    def _rotation_deferred(self):
+        """transformers rotates checkpoints at the end of its `_save_checkpoint`, before this checkpoint is marked
+        complete (and sorting incomplete folders with the rest); rotation runs after the marker instead."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            yield
+        finally:
+            self.args.save_total_limit = limit
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)  # TRL restores its entropy controller here too

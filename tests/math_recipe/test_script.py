@@ -4,6 +4,7 @@ checks, the saved model card, and that verifier worker processes end with the ru
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -286,3 +287,25 @@ def test_7b_recipe_trains_with_the_official_verifier_on_dapo_rows(monkeypatch, q
     assert set(golds) <= {"30", "32", "34", "36"}  # DAPO's ground_truth strings, as the official run compares
     assert all(ids and isinstance(ids[0], int) for ids in completion_ids) and set(rewards) <= {0.0, 1.0}
     assert any("rewards/dapo_math_reward/mean" in entry for entry in trainer.state.log_history)
+
+
+# ---------------------------------------------------------------------------------------------------- requeue
+def test_resume_auto_starts_fresh_then_continues_from_the_newest_complete_checkpoint(tiny_model_dir, problems_file,
+                                                                                     tmp_path, caplog):
+    """What a requeue script runs: the same command every time, `--resume_from_checkpoint auto` (or the YAML key)."""
+    output_dir = tmp_path / "run"
+    options = tiny_options(tiny_model_dir, problems_file, output_dir)
+    at = options.index("--max_steps")
+    options = [*options[:at], *options[at + 2:], "--save_strategy", "steps", "--save_steps", "1"]
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        first = cli.train([*options, "--max_steps", "1", "--resume_from_checkpoint", "auto"])
+    assert "no complete checkpoint" in caplog.text and first.state.global_step == 1
+    (output_dir / "checkpoint-2").mkdir()  # a save killed early: a folder without files
+    config = tmp_path / "requeue.yaml"
+    config.write_text("resume_from_checkpoint: auto\nmax_steps: 2\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trl_nft.checkpoints"):
+        second = cli.train(["--config", str(config), *options])
+    assert f"Ignoring incomplete checkpoint folder(s) {output_dir / 'checkpoint-2'}" in caplog.text
+    assert f"resuming from {output_dir / 'checkpoint-1'}" in caplog.text
+    assert second.state.global_step == 2

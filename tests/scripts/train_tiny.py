@@ -60,6 +60,76 @@ def killer(step: int):
     return Kill()
 
 
+# Where `TRL_NFT_TEST_KILL=<point>:<occurrence>` SIGKILLs every process that reaches it (the occurrence counts per
+# process from 1: generation batches, optimizer steps, or checkpoints saved), in the order a step and a save run.
+KILL_POINTS = (
+    "generation",             # a generation batch generated and scored, not yet trained on
+    "before_optimizer_step",  # gradients ready, parameters not yet updated
+    "optimizer_step",         # parameters updated; scheduler, step counter and checkpoint not yet
+    "saving_marked",          # a checkpoint's folder just marked as being saved
+    "generation_state",       # ... NFT's generation state written
+    "model",                  # ... model weights written
+    "optimizer",              # ... optimizer and scheduler written (ZeRO-3: every rank's shards)
+    "rng",                    # ... RNG state written
+    "trainer_state",          # ... transformers' trainer state written (the last file transformers writes)
+    "complete",               # ... marked complete, older checkpoints not yet rotated
+)
+
+
+def kill_hook(trainer_cls):
+    """`trainer_cls` and callbacks with the kill point named by TRL_NFT_TEST_KILL armed (unchanged without it)."""
+    spec = os.environ.get("TRL_NFT_TEST_KILL")
+    if not spec:
+        return trainer_cls, []
+    point, _, occurrence = spec.partition(":")
+    if point not in KILL_POINTS:
+        raise ValueError(f"TRL_NFT_TEST_KILL: unknown kill point {point!r}; one of {KILL_POINTS}")
+    occurrence = int(occurrence or 1)
+    seen = {}
+
+    def reached(name):
+        seen[name] = seen.get(name, 0) + 1
+        if name == point and seen[name] == occurrence:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def after(function, name):
+        def wrapper(*args, **kwargs):
+            result = function(*args, **kwargs)
+            reached(name)
+            return result
+
+        return wrapper
+
+    from transformers import Trainer, TrainerCallback, TrainerState
+
+    from trl_nft import checkpoints, generation_state
+
+    checkpoints.mark_saving = after(checkpoints.mark_saving, "saving_marked")
+    checkpoints.mark_complete = after(checkpoints.mark_complete, "complete")
+    generation_state.save_generation_state = after(generation_state.save_generation_state, "generation_state")
+    TrainerState.save_to_json = after(TrainerState.save_to_json, "trainer_state")
+
+    class Killable(trainer_cls):
+        def _generate_and_score_completions(self, inputs):
+            return after(super()._generate_and_score_completions, "generation")(inputs)
+
+        def save_model(self, *args, **kwargs):
+            # only checkpoints call it in this script
+            return after(super().save_model, "model")(*args, **kwargs)
+
+    Killable._save_optimizer_and_scheduler = after(Trainer._save_optimizer_and_scheduler, "optimizer")
+    Killable._save_rng_state = after(Trainer._save_rng_state, "rng")
+
+    class OptimizerKills(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            reached("before_optimizer_step")
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            reached("optimizer_step")
+
+    return Killable, [OptimizerKills()]
+
+
 def full_parameters(model):
     """Parameters as full CPU tensors, gathering ZeRO-3 partitions when present."""
     params = dict(model.named_parameters())
@@ -79,7 +149,7 @@ def main():
     parser.add_argument("--deepspeed", default=None, help="path of a DeepSpeed JSON config")
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--save-steps", type=int, default=0)
-    parser.add_argument("--resume-from", default=None)
+    parser.add_argument("--resume-from", default=None, help="a checkpoint folder, or 'auto'")
     parser.add_argument("--reward", choices=["parity", "half_degenerate"], default="parity")
     parser.add_argument("--record-batches", action="store_true", help="each rank writes the rows it trained on")
     parser.add_argument("--record-steps", action="store_true", help="each rank writes the groups each step trained")
@@ -127,9 +197,11 @@ def main():
         trainer_cls = recording(trainer_cls)
     if cli.record_steps:
         trainer_cls = step_recording(trainer_cls)
+    trainer_cls, callbacks = kill_hook(trainer_cls)
+    if cli.kill_at_step is not None:
+        callbacks.append(killer(cli.kill_at_step))
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
-                         processing_class=tokenizer,
-                         callbacks=None if cli.kill_at_step is None else [killer(cli.kill_at_step)])
+                         processing_class=tokenizer, callbacks=callbacks or None)
     before = full_parameters(trainer.model)
     trainer.train(resume_from_checkpoint=cli.resume_from)
     after = full_parameters(trainer.model)

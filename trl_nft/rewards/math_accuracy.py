@@ -1,4 +1,5 @@
-r"""Binary math-accuracy reward (1.0 correct, 0.0 wrong, ``None`` for an unusable gold) for TRL trainers.
+r"""Binary math-accuracy reward (1.0 correct, 0.0 wrong, ``None`` for an unusable gold or an answer whose verifier
+worker died twice) for TRL trainers.
 
 The predicted answer is the content of the LAST ``\boxed{...}`` of a completion (the NFT paper's rule), and
 `math-verify <https://github.com/huggingface/Math-Verify>`_ decides whether it is equivalent to the gold answer.
@@ -87,11 +88,16 @@ class MathAccuracyReward:
             raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
         predictions = [self.extract(completion) for completion in completions]
         gold_answers = [extract_gold_answer(gold, self.answer_format) for gold in golds]
+        deaths, unscorable = self.worker_deaths, self.unscorable
         rewards = self._score_pairs(list(zip(gold_answers, predictions)))
         if log_extra is not None:
             log_extra("extracted_answer", ["" if p is None else p for p in predictions])
         if log_metric is not None:
             log_metric("no_final_answer_frac", sum(p is None for p in predictions) / max(1, len(predictions)))
+            # A verifier worker that died (out-of-memory kill, crash) is replaced; a completion whose worker died
+            # twice is unscorable: reward None, not 0.0.
+            log_metric("verifier_worker_deaths", float(self.worker_deaths - deaths))
+            log_metric("unscorable_frac", (self.unscorable - unscorable) / max(1, len(predictions)))
         return rewards
 
     def extract(self, completion: Any) -> str | None:
@@ -124,6 +130,16 @@ class MathAccuracyReward:
     def timeouts(self) -> int:
         """Completions whose worker had to be killed at the wall-clock limit so far (soft timeouts not counted)."""
         return 0 if self._pool is None else self._pool.timeouts
+
+    @property
+    def worker_deaths(self) -> int:
+        """Verifier workers that died on their own (crash, out-of-memory kill, exit) and were replaced so far."""
+        return 0 if self._pool is None else self._pool.worker_deaths
+
+    @property
+    def unscorable(self) -> int:
+        """Completions left unscored (reward None) because their worker died on every attempt, so far."""
+        return 0 if self._pool is None else self._pool.unscorable
 
     def close(self) -> None:
         """Stop the worker subprocesses now (they also stop at interpreter exit)."""

@@ -2,9 +2,13 @@
 
 Why worker processes: sympy can hang on hostile input (``\\boxed{9^{9^{9^{9}}}}`` never finishes) and math-verify's
 own timeout relies on ``signal.alarm``, which only works in the main thread, while TRL may call reward functions from
-other threads. A worker that exceeds the per-pair limit is killed and replaced, and its pair scores 0.0. Workers are
-started with ``subprocess`` (not ``multiprocessing``), so they never re-import the caller's ``__main__`` script and
-work the same from threads, forked processes and ``torchrun`` ranks.
+other threads. A worker that exceeds the per-pair limit is killed and replaced, and its pair scores 0.0 (the answer
+is too costly to check, as math-verify's own timeout rules). A worker that dies while scoring (out-of-memory kill, a
+crash, an exit) is replaced and its pair is scored again once on a fresh worker; if that worker dies too, the pair
+is unscorable and its result is ``None`` (TRL treats it as a missing reward), never a 0.0 that would read as a wrong
+answer. The pool counts timeouts, worker deaths and unscorable pairs. Workers are started with ``subprocess`` (not
+``multiprocessing``), so they never re-import the caller's ``__main__`` script and work the same from threads, forked
+processes and ``torchrun`` ranks.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from trl_nft.rewards.verification import score_answer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SCORER = "trl_nft.rewards.verification:score_answer"
+_ATTEMPTS_PER_JOB = 2  # a pair whose worker dies is scored once more on a fresh worker, then counted unscorable
+
 
 class _SoftTimeout(BaseException):
     """Raised by the worker's own interval timer; BaseException so math-verify's ``except Exception`` lets it out."""
@@ -56,10 +66,19 @@ def _arm_cpu_budget(seconds: float) -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _serve_worker(fd: int, memory_limit_mb: int | None) -> None:
+def _load_scorer(spec: str):
+    """``"module:function"`` -> the function (the worker's scoring function, `score_answer` unless a test swaps it)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _serve_worker(fd: int, memory_limit_mb: int | None, scorer: str = DEFAULT_SCORER) -> None:
     """Entry point of a worker subprocess: answer scoring requests until the socket closes."""
     import signal
 
+    score = score_answer if scorer == DEFAULT_SCORER else _load_scorer(scorer)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # timeouts are ours; their warnings are noise
     conn = Connection(fd)
@@ -80,7 +99,7 @@ def _serve_worker(fd: int, memory_limit_mb: int | None) -> None:
         try:
             signal.setitimer(signal.ITIMER_REAL, seconds)  # one-shot: it fires at most once per job
             try:
-                result = score_answer(gold, predicted)
+                result = score(gold, predicted)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except BaseException:  # _SoftTimeout (even inside `finally`), MemoryError, RecursionError, sympy errors
@@ -103,14 +122,14 @@ _MAX_START_FAILURES = 3
 class _Worker:
     """One verifier subprocess and the job it is working on."""
 
-    def __init__(self, memory_limit_mb: int | None):
+    def __init__(self, memory_limit_mb: int | None, scorer: str = DEFAULT_SCORER):
         parent_socket, child_socket = socket.socketpair()
         child_fd = child_socket.fileno()
         # Appended, not prepended: the worker finds this very trl_nft even when it is not installed, without
         # letting anything shadow the standard library.
         command = (
             f"import sys; sys.path.append({_PACKAGE_ROOT!r}); from trl_nft.rewards.verifier_pool import _serve_worker; "
-            f"_serve_worker({child_fd}, {memory_limit_mb!r})"
+            f"_serve_worker({child_fd}, {memory_limit_mb!r}, {scorer!r})"
         )
         try:
             self.process = subprocess.Popen(
@@ -159,19 +178,23 @@ class VerifierPool:
     In a forked child the inherited workers belong to the parent, so the child starts its own.
     """
 
-    def __init__(self, num_workers: int, memory_limit_mb: int | None = 4096):
+    def __init__(self, num_workers: int, memory_limit_mb: int | None = 4096, scorer: str = DEFAULT_SCORER):
         if num_workers < 1:
-            raise ValueError("num_workers must be >= 1")
+            raise ValueError(f"num_workers must be >= 1, got {num_workers!r}")
         self.num_workers = num_workers
         self.memory_limit_mb = memory_limit_mb
+        self.scorer = scorer  # "module:function" each worker scores with
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._owner_pid = os.getpid()
         self.timeouts = 0  # jobs killed at the wall-clock limit, over the pool's life
+        self.worker_deaths = 0  # workers that died on their own (crash, OOM kill, exit), over the pool's life
+        self.unscorable = 0  # jobs whose worker died on every attempt (result None), over the pool's life
         _LIVE_POOLS.add(self)
 
     def map(self, jobs: list[tuple[str | None, str | None]], timeout: float) -> list[float | None]:
-        """Score each (gold, prediction) pair; a pair not done within ``timeout`` seconds scores 0.0."""
+        """Score each (gold, prediction) pair; a pair not done within ``timeout`` seconds scores 0.0, a pair whose
+        worker died on both attempts is None."""
         if not jobs:
             return []
         with self._lock:
@@ -191,19 +214,22 @@ class VerifierPool:
 
     def _run(self, jobs: list[tuple[str | None, str | None]], timeout: float) -> list[float | None]:
         results: list[float | None] = [0.0] * len(jobs)
+        attempts = [0] * len(jobs)
         pending = deque(range(len(jobs)))
         start_failures = 0
         while len(self._workers) < min(self.num_workers, len(jobs)):
-            self._workers.append(_Worker(self.memory_limit_mb))
+            self._workers.append(_Worker(self.memory_limit_mb, self.scorer))
         while pending or any(worker.job is not None for worker in self._workers):
             for worker in list(self._workers):
                 if pending and worker.ready and worker.job is None:
                     job_id = pending.popleft()
                     try:
                         worker.send_job(job_id, *jobs[job_id], timeout)
+                        attempts[job_id] += 1
                     except OSError:  # it died while idle: requeue the job on a fresh worker
                         pending.appendleft(job_id)
-                        self._replace(worker, results, started=True)
+                        self.worker_deaths += 1
+                        self._replace(worker)
             waiting = [worker for worker in self._workers if worker.job is not None or not worker.ready]
             now = time.monotonic()
             next_deadline = min(
@@ -214,8 +240,14 @@ class VerifierPool:
             for worker in [worker for worker in waiting if worker.conn in ready_conns]:
                 try:
                     message = worker.conn.recv()
-                except (EOFError, OSError):  # the worker died (crash, out of memory, CPU limit)
-                    start_failures += self._replace(worker, results, started=worker.ready)
+                except (EOFError, OSError):  # the worker died (crash, out of memory, CPU limit, exit)
+                    if not worker.ready:
+                        start_failures += 1
+                    else:
+                        self.worker_deaths += 1
+                    if worker.job is not None:
+                        self._retry_or_give_up(worker.job, attempts, pending, results)
+                    self._replace(worker)
                     continue
                 if message[0] == "ready":
                     worker.ready = True
@@ -227,9 +259,11 @@ class VerifierPool:
             for worker in list(self._workers):
                 if worker.job is not None and now >= worker.deadline:
                     self.timeouts += 1
-                    self._replace(worker, results, started=True)
+                    results[worker.job] = 0.0  # too costly to check: scored as math-verify's own timeout scores it
+                    self._replace(worker)
                 elif not worker.ready and now >= worker.started_at + _WORKER_START_TIMEOUT_S:
-                    start_failures += self._replace(worker, results, started=False)
+                    start_failures += 1
+                    self._replace(worker)
             if start_failures >= _MAX_START_FAILURES:
                 self.close()
                 raise RuntimeError(
@@ -238,13 +272,22 @@ class VerifierPool:
                 )
         return results
 
-    def _replace(self, worker: _Worker, results: list, started: bool) -> int:
-        """Kill ``worker`` (its job scores 0.0) and start a fresh one; returns 1 if it had never become ready."""
-        if worker.job is not None:
-            results[worker.job] = 0.0
+    def _retry_or_give_up(self, job_id: int, attempts: list[int], pending: deque, results: list) -> None:
+        """The worker scoring ``job_id`` died: queue it for a fresh worker, or mark it unscorable (None)."""
+        if attempts[job_id] < _ATTEMPTS_PER_JOB:
+            pending.appendleft(job_id)
+            return
+        results[job_id] = None
+        self.unscorable += 1
+        logger.warning(
+            "math verifier: a worker died %d times while scoring the same answer; that completion is unscorable "
+            "(reward None, left out of its group's correct rate)", attempts[job_id]
+        )
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill and reap ``worker`` and start a fresh one in its place (the caller settles the job it held)."""
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(self.memory_limit_mb)
-        return 0 if started else 1
+        self._workers[self._workers.index(worker)] = _Worker(self.memory_limit_mb, self.scorer)
 
     def __del__(self):
         try:
