@@ -226,3 +226,12 @@ def test_the_cpu_advice_turns_a_recipe_into_an_in_process_cpu_run(recipe, tmp_pa
     edited.write_text(yaml.safe_dump(settings))
     command = cli.parse_train_command(["--config", str(edited), "--model_name_or_path", "tiny"])
     assert command.launch_args == [] and command.training_args.use_cpu and not command.training_args.bf16
+
+
+def test_yaml_no_is_the_strategy_no(tmp_path):
+    """`eval_strategy: no` in an edited recipe: YAML reads the bare word as False; it means the strategy "no"."""
+    config = tmp_path / "my_recipe.yaml"
+    config.write_text("model_name_or_path: m\nuse_cpu: true\neval_strategy: no\nsave_strategy: no\nlogging_strategy: no\n")
+    _, training_args, _ = cli.parse_train_args(["--config", str(config)])
+    assert training_args.eval_strategy == "no" and training_args.save_strategy == "no"
+    assert training_args.logging_strategy == "no"
