@@ -95,6 +95,21 @@ def pretrain(args):
         )
 
 
+def numeric_environment() -> dict:
+    """What decides the figures besides the seeds: the CPU kernels torch picked, threads, versions.
+
+    The run is deterministic on one machine, but another CPU (AVX-512 vs AVX2 kernels, another BLAS) rounds floats
+    differently, and RL amplifies the difference: compare figures together with this record.
+    """
+    import platform
+
+    import transformers
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY")}
+
+
 def plot(history: list[dict], path: Path, title: str) -> bool:
     """Draw the accuracy curve to `path`; False (nothing drawn) when matplotlib is not installed."""
     try:
@@ -172,10 +187,14 @@ def main(argv=None) -> dict:
         "history": accuracy_callback.history,
         "seconds": time.perf_counter() - started,
         "pretrain_seconds": pretrain_seconds,
+        "environment": numeric_environment(),
     }
     # The numbers first: a missing plotting library must not lose the run.
     json_path = args.output_dir / "accuracy.json"
     json_path.write_text(json.dumps(summary, indent=1))
+    environment = summary["environment"]
+    print(f"CPU kernels {environment['cpu_capability']}, {environment['threads']} thread(s), torch "
+          f"{environment['torch']}: figures differ by CPU (see benchmarks/README.md)")
     print(f"results: {json_path} ({summary['seconds']:.0f} s in total, {pretrain_seconds:.0f} s of it pretraining)")
     figure_path = args.output_dir / "accuracy.png"
     plotted = plot(

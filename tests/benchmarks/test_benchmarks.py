@@ -46,6 +46,8 @@ def test_demo_runs_and_writes_its_curve(tmp_path):
     assert summary["history"][0]["greedy"] == summary["before"]["greedy"]
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert json.loads((tmp_path / "accuracy.json").read_text())["after"] == summary["after"]
+    environment = summary["environment"]  # what decides the figures besides the seeds
+    assert environment["threads"] == 1 and environment["cpu_capability"] and environment["torch"]
 
 
 def test_demo_keeps_its_numbers_without_matplotlib(tmp_path, monkeypatch, capsys):
