@@ -12,8 +12,14 @@ rises. The numbers are written to --output-dir as JSON, and the curve as a PNG w
 from __future__ import annotations
 
 import os
+import platform
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # a tiny model runs ~100x slower with oversubscribed threads
+# The figures hinge on float rounding: torch's AVX-512, AVX2 and plain kernels send this tiny model's training down
+# different paths (benchmarks/results/demo/README.md). AVX2 kernels exist on nearly every x86-64 CPU, so pin them
+# (before torch is imported; set ATEN_CPU_CAPABILITY yourself to choose others).
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 import argparse
 import json
