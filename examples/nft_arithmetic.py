@@ -200,7 +200,7 @@ def main(argv=None) -> dict:
     json_path.write_text(json.dumps(summary, indent=1))
     environment = summary["environment"]
     print(f"CPU kernels {environment['cpu_capability']}, {environment['threads']} thread(s), torch "
-          f"{environment['torch']}: figures differ by CPU (see benchmarks/README.md)")
+          f"{environment['torch']}: figures differ by CPU kernel (benchmarks/results/demo/README.md)")
     print(f"results: {json_path} ({summary['seconds']:.0f} s in total, {pretrain_seconds:.0f} s of it pretraining)")
     figure_path = args.output_dir / "accuracy.png"
     plotted = plot(
