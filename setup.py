@@ -1,6 +1,6 @@
 """Build hook: the package's long description is README.md with its relative links turned into plain text.
 
-All other metadata lives in the declarative configuration; setuptools merges the two. README.md stays the single
+All other metadata lives in pyproject.toml (which lists the readme as dynamic); setuptools merges the two. README.md stays the single
 source: on GitHub its relative links (``docs/algorithm.md``, ``benchmarks/README.md``) resolve against the
 repository, but a package index renders the same text without one, where they would be broken links. So each relative
 link becomes its text followed by the path it pointed at, which still reads well ("the algorithm page

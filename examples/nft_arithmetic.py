@@ -12,8 +12,14 @@ rises. The numbers are written to --output-dir as JSON, and the curve as a PNG w
 from __future__ import annotations
 
 import os
+import platform
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # a tiny model runs ~100x slower with oversubscribed threads
+# The figures hinge on float rounding: torch's AVX-512, AVX2 and plain kernels send this tiny model's training down
+# different paths (benchmarks/results/demo/README.md). AVX2 kernels exist on nearly every x86-64 CPU, so pin them
+# (before torch is imported; set ATEN_CPU_CAPABILITY yourself to choose others).
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 import argparse
 import json
@@ -95,6 +101,21 @@ def pretrain(args):
         )
 
 
+def numeric_environment() -> dict:
+    """What decides the figures besides the seeds: the CPU kernels torch picked, threads, versions.
+
+    The run is deterministic on one machine, but another CPU (AVX-512 vs AVX2 kernels, another BLAS) rounds floats
+    differently, and RL amplifies the difference: compare figures together with this record.
+    """
+    import platform
+
+    import transformers
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY")}
+
+
 def plot(history: list[dict], path: Path, title: str) -> bool:
     """Draw the accuracy curve to `path`; False (nothing drawn) when matplotlib is not installed."""
     try:
@@ -172,10 +193,14 @@ def main(argv=None) -> dict:
         "history": accuracy_callback.history,
         "seconds": time.perf_counter() - started,
         "pretrain_seconds": pretrain_seconds,
+        "environment": numeric_environment(),
     }
     # The numbers first: a missing plotting library must not lose the run.
     json_path = args.output_dir / "accuracy.json"
     json_path.write_text(json.dumps(summary, indent=1))
+    environment = summary["environment"]
+    print(f"CPU kernels {environment['cpu_capability']}, {environment['threads']} thread(s), torch "
+          f"{environment['torch']}: figures differ by CPU kernel (benchmarks/results/demo/README.md)")
     print(f"results: {json_path} ({summary['seconds']:.0f} s in total, {pretrain_seconds:.0f} s of it pretraining)")
     figure_path = args.output_dir / "accuracy.png"
     plotted = plot(

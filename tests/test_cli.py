@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from trl_nft import NFTConfig, cli
+from trl_nft import NFTConfig, cli, precision
 from trl_nft.math_recipe import script as math_script
 from trl_nft.math_recipe.script import ScriptArguments
 
@@ -163,3 +163,75 @@ def test_no_user_facing_text_points_at_the_test_data_folder():
     offending = [str(path.relative_to(REPO_ROOT)) for path in user_facing
                  if path.is_file() and re.search(r"shared/data|\.\./shared", path.read_text(encoding="utf-8"))]
     assert not offending, f"these point at the test data folder: {offending}"
+
+
+# ------------------------------------------------------------------------------------- bf16 on a CPU machine
+NO_BF16 = "this machine has no GPU with bf16 support (NVIDIA Ampere or newer)"
+
+
+def test_bf16_recipe_without_a_bf16_gpu_is_one_line_through_the_command():
+    """The installed command, as a user runs it on a machine without a bf16 GPU: no traceback, exit code 2."""
+    if precision.missing_bf16_support() is None:
+        pytest.skip("this machine has a bf16 GPU: the recipe is fine here")
+    result = subprocess.run([str(CONSOLE_SCRIPT), "train", "--recipe", "qwen2.5-math-7b"], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("trl-nft train: error: bf16: true in --recipe qwen2.5-math-7b needs a bf16 GPU")
+    assert "trl-nft train --recipe qwen2.5-math-1.5b-single-gpu" in lines[0] and "--bf16 false" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, source",
+    [
+        (["--recipe", "qwen2.5-math-7b"], "bf16: true in --recipe qwen2.5-math-7b"),
+        (["--model_name_or_path", "m", "--bf16", "true"], "--bf16 true"),
+        (["--config=my.yaml"], "bf16: true in --config my.yaml"),
+    ],
+)
+def test_bf16_error_names_where_bf16_came_from(argv, source, monkeypatch, capsys):
+    monkeypatch.setattr(precision, "missing_bf16_support", lambda: NO_BF16)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.exit_if_bf16_unsupported(ValueError("Your setup doesn't support bf16/gpu."), argv, "trl-nft train")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"trl-nft train: error: {source} needs a bf16 GPU, but {NO_BF16}.")
+
+
+def test_other_errors_and_bf16_machines_keep_the_original_error(monkeypatch):
+    monkeypatch.setattr(precision, "missing_bf16_support", lambda: NO_BF16)
+    cli.exit_if_bf16_unsupported(ValueError("save_steps must be a multiple"), ["--recipe", "x"], "trl-nft train")
+    monkeypatch.setattr(precision, "missing_bf16_support", lambda: None)
+    cli.exit_if_bf16_unsupported(ValueError("doesn't support bf16/gpu"), ["--recipe", "x"], "trl-nft train")
+
+
+@pytest.mark.parametrize("recipe", ["qwen2.5-math-7b", "qwen2.5-32b"])
+def test_the_cpu_advice_turns_a_recipe_into_an_in_process_cpu_run(recipe, tmp_path, monkeypatch, capsys):
+    """Follow the error's advice literally: the edited copy parses on a CPU and trains in this process."""
+    import yaml
+
+    monkeypatch.setattr(precision, "missing_bf16_support", lambda: NO_BF16)
+    with pytest.raises(SystemExit):
+        cli.exit_if_bf16_unsupported(ValueError("doesn't support bf16/gpu"), ["--recipe", recipe], "trl-nft train")
+    advice = capsys.readouterr().err
+    settings = yaml.safe_load(cli.resolve_recipe(recipe).read_text())
+    for key, value in cli.CPU_RECIPE_EDITS.items():
+        assert f"{key}: {value}" in advice
+        settings[key] = yaml.safe_load(value)
+    for key in cli.recipe_launch_keys(cli.resolve_recipe(recipe)):
+        assert key in advice
+        del settings[key]
+    edited = tmp_path / "my_recipe.yaml"
+    edited.write_text(yaml.safe_dump(settings))
+    command = cli.parse_train_command(["--config", str(edited), "--model_name_or_path", "tiny"])
+    assert command.launch_args == [] and command.training_args.use_cpu and not command.training_args.bf16
+
+
+def test_yaml_no_is_the_strategy_no(tmp_path):
+    """`eval_strategy: no` in an edited recipe: YAML reads the bare word as False; it means the strategy "no"."""
+    config = tmp_path / "my_recipe.yaml"
+    config.write_text("model_name_or_path: m\nuse_cpu: true\neval_strategy: no\nsave_strategy: no\nlogging_strategy: no\n")
+    _, training_args, _ = cli.parse_train_args(["--config", str(config)])
+    assert training_args.eval_strategy == "no" and training_args.save_strategy == "no"
+    assert training_args.logging_strategy == "no"

@@ -224,6 +224,50 @@ def build_parser(prog: str):
                      allow_abbrev=False)
 
 
+SINGLE_GPU_RECIPE = "qwen2.5-math-1.5b-single-gpu"
+CPU_RECIPE_EDITS = {"bf16": "false", "use_cpu": "true", "use_vllm": "false"}  # a recipe that runs in one CPU process
+RECIPE_LAUNCH_KEYS = ("accelerate_config", "num_processes")
+
+
+def recipe_launch_keys(path: Path) -> tuple[str, ...]:
+    """The keys of a recipe file that are launch options (what to delete to train in this process)."""
+    import yaml
+
+    settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return tuple(key for key in settings if launcher.is_launch_option(f"--{key}"))
+
+
+def bf16_source(argv: list[str]) -> str:
+    """Where `bf16: true` came from, in the user's words: the command line, a packaged recipe or a config file."""
+    if any(arg == "--bf16" or arg.startswith("--bf16=") for arg in argv):
+        return "--bf16 true"
+    for flag in ("--recipe", "--config"):
+        for index, arg in enumerate(argv):
+            if arg.startswith(flag + "="):
+                return f"bf16: true in {flag} {arg.split('=', 1)[1]}"
+            if arg == flag and index + 1 < len(argv):
+                return f"bf16: true in {flag} {argv[index + 1]}"
+    return "bf16: true"
+
+
+def exit_if_bf16_unsupported(error: ValueError, argv: list[str], prog: str) -> None:
+    """One line instead of transformers' traceback when the options ask for bf16 on a machine without it (exit 2)."""
+    from trl_nft.precision import missing_bf16_support
+
+    reason = missing_bf16_support() if "bf16" in str(error) else None
+    if reason is None:
+        return
+    source = bf16_source(argv)
+    recipe = source.split(" in --recipe ", 1)[1] if " in --recipe " in source else "NAME"
+    launch_keys = recipe_launch_keys(resolve_recipe(recipe)) if recipe != "NAME" else RECIPE_LAUNCH_KEYS
+    print(f"{prog}: error: {source} needs a bf16 GPU, but {reason}. On one bf16 GPU: {PROG} train --recipe "
+          f"{SINGLE_GPU_RECIPE}; on other GPUs add --bf16 false (float32); on a CPU, copy the recipe ({PROG} recipes "
+          f"{recipe} > my_recipe.yaml), set {', '.join(f'{key}: {value}' for key, value in CPU_RECIPE_EDITS.items())}, "
+          f"delete its launch lines ({', '.join(launch_keys)}) and run {PROG} train --config my_recipe.yaml "
+          "(with a small --model_name_or_path).", file=sys.stderr)
+    raise SystemExit(2)
+
+
 @dataclasses.dataclass
 class TrainCommand:
     """A parsed `trl-nft train` command line: the training arguments and how to launch them."""
@@ -245,9 +289,13 @@ def parse_train_command(argv: list[str], prog: str = f"{PROG} train") -> TrainCo
     if "--help-all" in argv:
         parser.print_help()
         raise SystemExit(0)
-    *parsed, config_rest, cli_rest = parser.parse_args_and_config(
-        args=recipe_to_config_argument(argv), return_remaining_strings=True, separate_remaining_strings=True
-    )
+    try:
+        *parsed, config_rest, cli_rest = parser.parse_args_and_config(
+            args=recipe_to_config_argument(argv), return_remaining_strings=True, separate_remaining_strings=True
+        )
+    except ValueError as error:
+        exit_if_bf16_unsupported(error, argv, prog)
+        raise
     try:
         launcher.group_launch_options(config_rest, from_config=True)
     except launcher.LaunchOptionError as unknown:

@@ -18,6 +18,9 @@ UNSUPPORTED_LOSS_TYPES = ("cispo", "sapo", "vespo", "luspo")
 # GRPOConfig options that only shape GRPO's clipped surrogate or advantages; NFT has neither. Value = TRL's default.
 IGNORED_GRPO_OPTIONS = {"epsilon": 0.2, "epsilon_high": None, "scale_rewards": "group"}
 
+# TrainingArguments fields whose value "no" a YAML file delivers as False.
+STRATEGY_FIELDS_WITH_NO = ("eval_strategy", "save_strategy", "logging_strategy")
+
 # Init fields that GRPOConfig.__post_init__ (and TrainingArguments') fill in or normalise when left unset: the batch
 # pair is derived from the per-device batch and gradient accumulation, bf16 from the hardware, aliases are synced.
 # `from_grpo_config` copies them only when they differ from what that derivation gives, i.e. when the user set them.
@@ -360,6 +363,7 @@ class NFTConfig(GRPOConfig):
         # report an unrelated problem and hide a mistyped NFT option.
         self._validate_nft_options()
         self._default_bf16_to_what_the_machine_supports()
+        self._read_yaml_no_as_the_strategy_no()
         super().__post_init__()
         self._check_scheduler_per_generation()  # needs steps_per_generation, which GRPOConfig derives
         if self.keep_groups_together:  # needs steps_per_generation, which GRPOConfig fills in
@@ -370,6 +374,13 @@ class NFTConfig(GRPOConfig):
                 gradient_accumulation_steps=self.gradient_accumulation_steps,
             )
         self._warn_ignored_grpo_options()  # after GRPOConfig has normalised scale_rewards (True -> "group")
+
+    def _read_yaml_no_as_the_strategy_no(self):
+        """`eval_strategy: no` in a YAML recipe arrives as False (YAML 1.1 reads a bare no as a boolean), which
+        TrainingArguments rejects as "False is not a valid IntervalStrategy"; it can only mean the strategy "no"."""
+        for name in STRATEGY_FIELDS_WITH_NO:
+            if getattr(self, name, None) is False:
+                setattr(self, name, "no")
 
     def _default_bf16_to_what_the_machine_supports(self):
         """Unset `bf16` means GRPOConfig's bf16 = True, which TrainingArguments rejects on a machine without a bf16

@@ -55,3 +55,17 @@ def low_precision_warning(model, learning_rate: float, uses_master_weights: bool
         "'float32'}) and keep bf16=True for bf16 compute (autocast), or train with DeepSpeed (bf16 with fp32 master "
         "weights)."
     )
+
+
+def missing_bf16_support() -> str | None:
+    """Why `bf16=True` cannot train on this machine ("no GPU" / "the GPU ... has no bf16"), or None when it can.
+
+    Mirrors the check of transformers' TrainingArguments (a bf16-capable GPU or an XLA device, unless use_cpu).
+    """
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    if is_torch_bf16_gpu_available() or is_torch_xla_available():
+        return None
+    if torch.cuda.is_available():
+        return f"the GPU ({torch.cuda.get_device_name()}) has no bf16 support (NVIDIA Ampere or newer has)"
+    return "this machine has no GPU with bf16 support (NVIDIA Ampere or newer)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import platform
 import subprocess
 import sys
 import threading
@@ -45,6 +47,8 @@ def test_demo_runs_and_writes_its_curve(tmp_path):
     assert summary["history"][0]["greedy"] == summary["before"]["greedy"]
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert json.loads((tmp_path / "accuracy.json").read_text())["after"] == summary["after"]
+    environment = summary["environment"]  # what decides the figures besides the seeds
+    assert environment["threads"] == 1 and environment["cpu_capability"] and environment["torch"]
 
 
 def test_demo_keeps_its_numbers_without_matplotlib(tmp_path, monkeypatch, capsys):
@@ -328,3 +332,19 @@ def test_merged_studies_pool_memory_runs_and_keep_the_first_timing(speed):
     assert pooled["memory_ratios"]["train_peak_extra_bytes"]["per_pair"] == [1.2, 1.0]
     assert first[1]["memory_runs"]["nft"] == [{"train_peak_extra_bytes": 12, "peak_memory_bytes": 12}]  # inputs kept
 
+
+
+def test_demo_pins_avx2_kernels_before_torch_loads():
+    """The demo's figures depend on torch's CPU kernels; on x86-64 it asks for AVX2 ones, which nearly every CPU has."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("AVX2 kernels exist on x86-64 only")
+    probe = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('demo', sys.argv[1]); "
+             "spec.loader.exec_module(importlib.util.module_from_spec(spec)); import torch; "
+             "print(torch.backends.cpu.get_cpu_capability())")
+    environment = {key: value for key, value in os.environ.items() if key != "ATEN_CPU_CAPABILITY"}
+    result = subprocess.run([sys.executable, "-c", probe, str(REPO_ROOT / "examples" / "nft_arithmetic.py")],
+                            capture_output=True, text=True, env=environment, timeout=300, check=True)
+    capability = result.stdout.strip().splitlines()[-1]
+    if capability == "DEFAULT":
+        pytest.skip("this CPU has no AVX2")
+    assert capability == "AVX2"

@@ -54,8 +54,15 @@ def test_eval_dataset_name_is_read_with_dataset_test_split(tmp_path, split_folde
     other = tmp_path / "held_out"
     write_jsonl(other / "validation.jsonl", [{"question": "1 + 1 = ?", "answer": "2"}])
     _, evaluation = datasets_for(["--dataset_name", str(split_folder), "--eval_dataset_name", str(other),
-                                  "--dataset_test_split", "validation"])
+                                  "--dataset_test_split", "validation", "--eval_strategy", "steps", "--eval_steps", "1"])
     assert evaluation["answer"] == ["2"]
+
+
+def test_eval_dataset_name_is_not_loaded_when_nothing_evaluates(tmp_path, split_folder):
+    """A recipe edited to `eval_strategy: no` runs offline although it still names a hub evaluation set."""
+    _, evaluation = datasets_for(["--dataset_name", str(split_folder), "--eval_dataset_name",
+                                  str(tmp_path / "not_there"), "--eval_strategy", "no"])
+    assert evaluation is None
 
 
 def test_evaluation_without_a_test_split_says_what_to_give(tmp_path):

@@ -155,9 +155,9 @@ def load_datasets(script_args: ScriptArguments, training_args: NFTConfig, model_
     """(train, eval or None) datasets in the paper's prompt format, chosen as `trl grpo` chooses them.
 
     Training prompts: the `datasets` mixture when given, else `dataset_name` (`dataset_config`, split
-    `dataset_train_split`). Evaluation: `eval_dataset_name` (split `dataset_test_split`) when given, else the
-    mixture's test split (`test_split_size`), else — when `eval_strategy` asks for evaluation — `dataset_name`'s
-    `dataset_test_split`.
+    `dataset_train_split`). Evaluation: `eval_dataset_name` (split `dataset_test_split`) when given and
+    `eval_strategy` is not "no" (nothing would evaluate it), else the mixture's test split (`test_split_size`),
+    else — when `eval_strategy` asks for evaluation — `dataset_name`'s `dataset_test_split`.
     """
     tokenizer = None
     if script_args.max_prompt_length is not None or script_args.prompt_format == "chat":
@@ -181,7 +181,10 @@ def load_datasets(script_args: ScriptArguments, training_args: NFTConfig, model_
                                           config=script_args.dataset_config, streaming=script_args.dataset_streaming,
                                           limit=script_args.max_train_samples, **common)
     eval_dataset = None
-    if script_args.eval_dataset_name:
+    if script_args.eval_dataset_name and training_args.eval_strategy == "no":
+        # Nothing evaluates it: no download (an edited recipe with `eval_strategy: no` must run offline).
+        logger.info("eval_strategy='no': eval_dataset_name=%r is not loaded", script_args.eval_dataset_name)
+    elif script_args.eval_dataset_name:
         eval_dataset = load_math_dataset(script_args.eval_dataset_name, split=script_args.dataset_test_split,
                                          streaming=script_args.dataset_streaming, limit=script_args.max_eval_samples,
                                          **common)
