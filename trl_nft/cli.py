@@ -233,8 +233,15 @@ def recipe_launch_keys(path: Path) -> tuple[str, ...]:
     """The keys of a recipe file that are launch options (what to delete to train in this process)."""
     import yaml
 
+    from trl import ModelConfig
+
+    from trl_nft.config import NFTConfig
+    from trl_nft.math_recipe.script import ScriptArguments
+
+    # The training parser reads a key first: accelerate's --gradient_accumulation_steps is a training option here.
+    training = {field.name for cls in (ScriptArguments, NFTConfig, ModelConfig) for field in dataclasses.fields(cls)}
     settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return tuple(key for key in settings if launcher.is_launch_option(f"--{key}"))
+    return tuple(key for key in settings if key not in training and launcher.is_launch_option(f"--{key}"))
 
 
 def bf16_source(argv: list[str]) -> str:

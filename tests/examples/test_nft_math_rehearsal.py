@@ -41,10 +41,10 @@ pytestmark = [
 
 def recipe_overrides(model_dir, output_dir) -> list[str]:
     return [
-        # size
+        # size (each optimizer step trains one whole group per process, as the recipe's keep_groups_together asks)
         "--model_name_or_path", str(model_dir), "--dataset_name", str(MATH_EVAL / "math500.jsonl"),
-        "--max_train_samples", "8", "--max_prompt_length", "100", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "1", "--num_generations", "4", "--generation_batch_size", "8",
+        "--max_train_samples", "8", "--max_prompt_length", "100", "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1", "--num_generations", "4", "--generation_batch_size", "16",
         "--max_completion_length", str(MAX_COMPLETION), "--max_steps", str(MAX_STEPS), "--save_steps", str(MAX_STEPS),
         "--max_generation_rounds", "2",
         # hardware

@@ -21,12 +21,26 @@ DYING_SCORER = "tests.rewards.dying_scorers:score"
 TIMEOUT_S = 30.0  # per pair; none of these pairs comes near it
 
 
+_EARLIER_CHILDREN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def earlier_children():
+    """Children alive before the test (another test's shared verifier pool, say) are not this test's workers."""
+    _EARLIER_CHILDREN.clear()
+    _EARLIER_CHILDREN.update(child.pid for child in psutil.Process().children(recursive=True))
+    yield
+
+
 def verifier_workers(include_zombies=True):
-    """This process's verifier worker subprocesses (zombies too: a dead worker nobody reaped still counts)."""
+    """This test's verifier worker subprocesses (zombies too: a dead worker nobody reaped still counts): children
+    running the dying scorer, started after the test began."""
     workers = []
     for child in psutil.Process().children(recursive=True):
+        if child.pid in _EARLIER_CHILDREN:
+            continue
         try:
-            if "_serve_worker" in " ".join(child.cmdline()) or (include_zombies and child.status() == "zombie"):
+            if DYING_SCORER in " ".join(child.cmdline()) or (include_zombies and child.status() == "zombie"):
                 workers.append(child)
         except psutil.ZombieProcess:
             workers.append(child)
