@@ -1,0 +1,242 @@
+"""NFTTrainer's loss assembly (`_compute_loss`, `_aggregate`, `_log_metrics`) against a reference written out here.
+
+A hand-made micro-batch is genuinely off-policy: π_old (and vLLM's sampling policy, where faked) differ from the
+current policy by known per-row amounts, so ratio caps, floors, the correct-rate clip and TRL's off-policy mask all
+act on some tokens and not on others. The reference recomputes the model's log-probs and Eq. 10 from scratch (it does
+not call `trl_nft.loss`), then applies TRL's masks and `loss_type` normaliser as TRL documents them. Every option
+below is set away from its default, so one dropped between `NFTConfig` and the loss changes the result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import first_char_parity_reward, tiny_args, variable_length_batch
+from trl_nft import NFTConfig, NFTTrainer
+
+# Non-default loss options, chosen so that each one changes some tokens of the batch below (asserted in the tests).
+LOSS_OPTIONS = dict(neg_weight=0.6, negative_clip=0.6, positive_clip=0.7, correct_rate_clip=0.3, max_log_ratio=0.4)
+LENGTHS = [5, 9, 3, 8, 6, 9, 2, 7]
+# Per-row shift of log π_old − log π_θ: rows 1, 3 (wrong, group 1) and 6 (wrong, group 2) drift far, so TRL's
+# off-policy mask drops them while it keeps the other negative-advantage rows.
+ROW_SHIFT = torch.tensor([0.3, 0.5, -0.4, 0.6, -0.2, 0.1, 0.7, -0.5])
+OFF_POLICY_THRESHOLD = 0.35
+GRADIENT_ACCUMULATION, STEPS_PER_GENERATION = 2, 4
+
+
+def make_trainer(model, dataset, tokenizer, tmp_path, **overrides):
+    settings = dict(LOSS_OPTIONS, gradient_accumulation_steps=GRADIENT_ACCUMULATION,
+                    steps_per_generation=STEPS_PER_GENERATION, max_completion_length=12)
+    settings.update(overrides)
+    args = tiny_args(NFTConfig, tmp_path, **settings)
+    trainer = NFTTrainer(model=model, reward_funcs=first_char_parity_reward, args=args, train_dataset=dataset,
+                         processing_class=tokenizer)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = GRADIENT_ACCUMULATION  # set by the training loop in a real run
+    return trainer
+
+
+def current_logps(model, batch):
+    """log π_θ of each completion token, from the model's logits (temperature 1, TRL's default)."""
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention).logits
+    prompt_length = batch["prompt_ids"].size(1)
+    logits = logits[:, prompt_length - 1 : -1].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+def off_policy_batch(model, tokenizer, seed=0):
+    """The crafted micro-batch, with π_old = π_θ · exp(−shift − noise) per token."""
+    batch = variable_length_batch(tokenizer, LENGTHS, seed=seed)
+    now = current_logps(model, batch)
+    noise = torch.randn(now.shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.3
+    batch["old_per_token_logps"] = now + ROW_SHIFT[:, None] + noise
+    batch["num_items_in_batch"] = batch["completion_mask"].sum().float() * STEPS_PER_GENERATION
+    return batch, now
+
+
+def reference_terms(now, batch, mask, options, level="token", prompt_weighting="dr_grpo"):
+    """Eq. 10 written out: (positive, negative, ratio, negative ratio) per token (or per sequence), before masking."""
+    log_ratio = now - batch["old_per_token_logps"]
+    if level == "sequence":
+        log_ratio = (log_ratio * mask).sum(-1, keepdim=True)
+    ratio = torch.exp(log_ratio.clamp(max=options["max_log_ratio"]))
+    rate = batch["correct_rate"]
+    informative = ((rate > 0) & (rate < 1)).float()[:, None]
+    rate = rate.clamp(options["correct_rate_clip"], 1 - options["correct_rate_clip"])[:, None]
+    omega = {"none": torch.ones_like(rate), "dr_grpo": 1 - rate, "grpo": torch.sqrt((1 - rate) / rate)}
+    correct = batch["correct"][:, None]
+    negative_ratio = (1 - rate * ratio) / (1 - rate)
+    positive = -omega[prompt_weighting] * informative * correct * torch.log(ratio.clamp(min=options["positive_clip"]))
+    negative = (-omega[prompt_weighting] * informative * (1 - correct) * options["neg_weight"]
+                * torch.log(negative_ratio.clamp(min=options["negative_clip"])))
+    return positive, negative, ratio, negative_ratio
+
+
+def reference_off_policy_mask(now, sampling, batch, mask, threshold):
+    """TRL's sequence mask (DeepSeek-V3.2): keep a sequence if its advantage r − r̂ ≥ 0 or its mean KL ≤ threshold."""
+    mean_kl = ((sampling - now) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+    advantage = (batch["correct"] - batch["correct_rate"])[:, None]
+    return ((advantage >= 0) | (mean_kl <= threshold)).float()
+
+
+def reference_aggregate(per_token, mask, loss_type, num_items, max_completion_length):
+    masked = per_token * mask
+    if loss_type == "dr_grpo":
+        return masked.sum() / (mask.size(0) * max_completion_length) / GRADIENT_ACCUMULATION
+    if loss_type == "grpo":
+        return (masked.sum(-1) / mask.sum(-1)).mean() / GRADIENT_ACCUMULATION
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum() / GRADIENT_ACCUMULATION
+    # dapo: tokens of the whole generation batch, scaled to this accumulation window (GRPOTrainer's normaliser)
+    return masked.sum() / (num_items * GRADIENT_ACCUMULATION / STEPS_PER_GENERATION)
+
+
+def spread(sequence_values, mask):
+    return sequence_values * mask / mask.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("loss_type", ["dr_grpo", "grpo", "bnpo", "dapo"])
+@pytest.mark.parametrize("prompt_weighting", ["dr_grpo", "grpo", "none"])
+def test_loss_equals_the_reference_with_every_option_set(model, prompt_dataset, tokenizer, tmp_path, loss_type,
+                                                         prompt_weighting):
+    """Every loss option reaches the loss; every normaliser divides by the accumulation steps (dapo: its window)."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, loss_type=loss_type,
+                           prompt_weighting=prompt_weighting)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    positive, negative, ratio, negative_ratio = reference_terms(now, batch, mask, LOSS_OPTIONS,
+                                                                prompt_weighting=prompt_weighting)
+    # The batch exercises each option: some tokens are capped, floored or clipped, and some are not.
+    tokens = mask.bool()
+    log_ratio = now - batch["old_per_token_logps"]
+    assert 0 < (log_ratio[tokens] > LOSS_OPTIONS["max_log_ratio"]).float().mean() < 1
+    assert 0 < (ratio[tokens] < LOSS_OPTIONS["positive_clip"]).float().mean() < 1
+    assert 0 < (negative_ratio[tokens] < LOSS_OPTIONS["negative_clip"]).float().mean() < 1
+    expected = reference_aggregate(positive + negative, mask, loss_type, batch["num_items_in_batch"],
+                                   trainer.max_completion_length)
+    loss = trainer.compute_loss(trainer.model, batch)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_each_option_changes_the_loss(model, prompt_dataset, tokenizer, tmp_path):
+    """Negative control of the reference test: each option, put back to its default, gives a different loss."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path)
+    batch, _ = off_policy_batch(trainer.model, tokenizer)
+    with_options = trainer.compute_loss(trainer.model, batch).item()
+    defaults = NFTConfig.__dataclass_fields__
+    for name in LOSS_OPTIONS:
+        setattr(trainer.args, name, defaults[name].default)
+        changed = trainer.compute_loss(trainer.model, batch).item()
+        setattr(trainer.args, name, LOSS_OPTIONS[name])
+        assert not math.isclose(changed, with_options, rel_tol=1e-4), f"{name} has no effect on this batch"
+
+
+def test_sequence_level_equals_the_reference(model, prompt_dataset, tokenizer, tmp_path):
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, importance_sampling_level="sequence",
+                           max_log_ratio=0.8)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    options = dict(LOSS_OPTIONS, max_log_ratio=0.8)
+    positive, negative, _, _ = reference_terms(now, batch, mask, options, level="sequence")
+    expected = reference_aggregate(spread(positive + negative, mask), mask, "dr_grpo", None,
+                                   trainer.max_completion_length)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_off_policy_mask_drops_far_negative_sequences(model, prompt_dataset, tokenizer, tmp_path):
+    """Off-policy, TRL's mask must drop negative-advantage sequences whose mean KL to π_old exceeds the threshold."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, off_policy_mask_threshold=OFF_POLICY_THRESHOLD)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    keep = reference_off_policy_mask(now, batch["old_per_token_logps"], batch, mask, OFF_POLICY_THRESHOLD)
+    negative_rows = (batch["correct"] < batch["correct_rate"])
+    assert 0 < keep[negative_rows].sum() < negative_rows.sum(), "the batch must have kept and dropped negative rows"
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    expected = reference_aggregate((positive + negative) * keep, mask, "dr_grpo", None, trainer.max_completion_length)
+    loss = trainer.compute_loss(trainer.model, batch).detach()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+    unmasked = reference_aggregate(positive + negative, mask, "dr_grpo", None, trainer.max_completion_length)
+    assert not torch.isclose(loss, unmasked, rtol=1e-4)
+
+
+def test_vllm_importance_sampling_and_mask_use_the_sampling_policy(model, prompt_dataset, tokenizer, tmp_path):
+    """With vLLM, TRL hands over vLLM's log-probs and the truncated importance ratio π_old / π_vLLM per token: the
+    off-policy mask reads the sampling log-probs and the per-token loss is multiplied by the ratio."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, off_policy_mask_threshold=OFF_POLICY_THRESHOLD)
+    trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True  # no vLLM server on a CPU test machine
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    # vLLM's log-probs: the old policy's, except that rows 0 (kept: positive advantage) and 2 (then dropped) drift.
+    sampling = batch["old_per_token_logps"] + torch.tensor([0.5, 0, 0.9, 0, 0, 0, 0, 0])[:, None]
+    sampling = sampling.masked_fill(mask == 0, 0.0)
+    batch["sampling_per_token_logps"] = sampling
+    batch["importance_sampling_ratio"] = torch.exp(batch["old_per_token_logps"] - sampling).clamp(max=2.0)
+    keep = reference_off_policy_mask(now, sampling, batch, mask, OFF_POLICY_THRESHOLD)
+    assert not torch.equal(keep, reference_off_policy_mask(now, batch["old_per_token_logps"], batch, mask,
+                                                           OFF_POLICY_THRESHOLD))
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    per_token = (positive + negative) * keep * batch["importance_sampling_ratio"]
+    expected = reference_aggregate(per_token, mask, "dr_grpo", None, trainer.max_completion_length)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("use_bias_correction_kl", [False, True])
+def test_kl_term_and_its_bias_correction(model, prompt_dataset, tokenizer, tmp_path, use_bias_correction_kl):
+    """β·KL(π_θ‖π_ref) per token (k3 estimator); with `use_bias_correction_kl` it is weighted by π_θ / π_old."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, use_bias_correction_kl=use_bias_correction_kl)
+    trainer.beta = 0.3  # the reference model's log-probs come with the batch, so none is built here
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    batch["ref_per_token_logps"] = now - 0.2 * torch.randn(now.shape, generator=torch.Generator().manual_seed(5))
+    log_ref_ratio = batch["ref_per_token_logps"] - now
+    kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
+    if use_bias_correction_kl:
+        kl = kl * torch.exp(now - batch["old_per_token_logps"])
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    expected = reference_aggregate(positive + negative + 0.3 * kl, mask, "dr_grpo", None,
+                                   trainer.max_completion_length)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+    logged_kl = trainer._metrics["train"]["kl"][-1]
+    assert logged_kl == pytest.approx(((kl * mask).sum() / mask.sum()).item(), rel=1e-5)
+
+
+def test_tool_output_tokens_are_left_out_of_the_loss(model, prompt_dataset, tokenizer, tmp_path):
+    """TRL's `tool_mask` (0 on tokens a tool wrote) removes those tokens from the loss and from its normaliser."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, loss_type="bnpo")
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    tool_mask = torch.ones_like(batch["completion_mask"])
+    tool_mask[:, 1:3] = 0  # a tool's answer inside every completion
+    batch["tool_mask"] = tool_mask
+    mask = (batch["completion_mask"] * tool_mask).float()
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    expected = reference_aggregate(positive + negative, mask, "bnpo", None, trainer.max_completion_length)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_nft_metrics_equal_independently_computed_values(model, prompt_dataset, tokenizer, tmp_path):
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    trainer.compute_loss(trainer.model, batch)
+    positive, negative, ratio, negative_ratio = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    wrong_informative = ((1 - batch["correct"]) * (batch["correct_rate"] > 0) * (batch["correct_rate"] < 1))[:, None]
+    negative_tokens = mask * wrong_informative
+    at_floor = (negative_ratio < LOSS_OPTIONS["negative_clip"]).float()
+    expected = {
+        "nft/positive_loss": ((positive * mask).sum() / mask.sum()).item(),
+        "nft/negative_loss": ((negative * mask).sum() / mask.sum()).item(),
+        "nft/ratio_mean": ((ratio * mask).sum() / mask.sum()).item(),
+        "nft/ratio_max": ratio[mask.bool()].max().item(),
+        "nft/negative_floor_frac": ((at_floor * negative_tokens).sum() / negative_tokens.sum()).item(),
+    }
+    # Values far enough apart that a swap or an inversion cannot pass.
+    assert abs(expected["nft/positive_loss"] - expected["nft/negative_loss"]) > 1e-2
+    assert abs(expected["nft/negative_floor_frac"] - 0.5) > 0.05 and abs(expected["nft/ratio_mean"] - 1) > 1e-2
+    logged = {name: trainer._metrics["train"][name][-1] for name in expected}
+    assert logged == pytest.approx(expected, rel=1e-5)
