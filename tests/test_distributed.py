@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, import_optional
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 ZERO3_CONFIG = Path(__file__).parent / "scripts" / "zero3_cpu.json"
@@ -50,7 +50,7 @@ def test_ddp_two_processes_matches_grpo_on_policy(tmp_path):
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_deepspeed_zero3_partitions_and_trains(tmp_path, processes):
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     report = launch(tmp_path, f"zero3_{processes}", processes, "--deepspeed", str(ZERO3_CONFIG))
     assert report["world_size"] == processes
     assert report["distributed_type"] == "DistributedType.DEEPSPEED" and report["zero_stage"] == 3
@@ -86,7 +86,7 @@ def test_dynamic_sampling_two_processes_agree(tmp_path):
 
 
 def test_dynamic_sampling_with_deepspeed_zero3(tmp_path):
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     report = launch(tmp_path, "ds_zero3", 2, "--deepspeed", str(ZERO3_CONFIG), "--reward", "half_degenerate",
                     "--record-batches", "--extra", json.dumps({"dynamic_sampling": True}))
     check_dynamic_sampling_batches(tmp_path, "ds_zero3", 2)

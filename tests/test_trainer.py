@@ -8,7 +8,7 @@ import pytest
 import torch
 from trl import GRPOConfig
 
-from tests.conftest import first_char_parity_reward, tiny_args, variable_length_batch
+from tests.conftest import first_char_parity_reward, import_optional, tiny_args, variable_length_batch
 from trl_nft import NFTConfig, NFTTrainer
 from trl_nft.trainer import HOOKED_TRL_METHODS, trl_signature_mismatches
 
@@ -99,7 +99,7 @@ def test_all_wrong_batch_gives_no_gradient(model, prompt_dataset, tokenizer, tmp
 
 
 def test_peft_trains_adapter_only(model, prompt_dataset, tokenizer, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = import_optional("peft")
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, optim="adamw_torch", max_steps=2,
@@ -232,3 +232,35 @@ def test_model_card_names_nft_and_its_paper(model, prompt_dataset, tokenizer, tm
     assert "@article{chen2025bridging" in card
     front_matter = card.split("---")[1]
     assert "- nft" in front_matter and "BytedTsinghua-SIA/DAPO-Math-17k" in front_matter
+
+
+class LabelRecordingTrainer(NFTTrainer):
+    """Keeps, per generated batch, the rewards in TRL's order and the correct rates handed to the loss."""
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        self.label_log = getattr(self, "label_log", []) + [(mode, self.seen_rewards, output["correct_rate"].tolist())]
+        return output
+
+
+def test_evaluation_groups_by_its_own_group_size(model, prompt_dataset, tokenizer, tmp_path):
+    """`num_generations_eval` (2) differs from training's `num_generations` (4): eval's r̂ is the mean of each pair."""
+    def recording_reward(completions, **kwargs):
+        rewards = first_char_parity_reward(completions)
+        trainer.seen_rewards = rewards
+        return rewards
+
+    args = tiny_args(NFTConfig, tmp_path, num_generations=4, num_generations_eval=2, per_device_eval_batch_size=16,
+                     eval_strategy="no")
+    trainer = LabelRecordingTrainer(model=model, reward_funcs=recording_reward, args=args,
+                                    train_dataset=prompt_dataset, eval_dataset=prompt_dataset.select(range(8)),
+                                    processing_class=tokenizer)
+    trainer.evaluate()
+    evaluated = [(rewards, rates) for mode, rewards, rates in trainer.label_log if mode == "eval"]
+    assert evaluated
+    for rewards, rates in evaluated:
+        pairs = [sum(rewards[i : i + 2]) / 2 for i in range(0, len(rewards), 2) for _ in range(2)]
+        quads = [sum(rewards[i : i + 4]) / 4 for i in range(0, len(rewards), 4) for _ in range(4)]
+        assert rates == pytest.approx(pairs)
+        assert pairs != quads, "the rewards must tell groups of two from groups of four"
