@@ -59,12 +59,13 @@ TARGETS = {
         tuple(method("trl_nft.trainer", "NFTTrainer", name)
               for name in ("_compute_loss", "_accumulation_divisor", "_aggregate", "_log_metrics")),
     ),
-    "dynamic_sampling_rows": Target(
-        "trl_nft/dynamic_sampling/rows.py", ("tests/dynamic_sampling/test_rows.py",),
+    "dynamic_sampling_rows": Target("trl_nft/dynamic_sampling/rows.py", ("tests/dynamic_sampling/test_rows.py",)),
+    "dynamic_sampling_round_sizing": Target(
+        "trl_nft/dynamic_sampling/round_sizing.py", ("tests/dynamic_sampling/test_round_sizing.py",),
     ),
     "evaluate_scoring": Target(
         "trl_nft/math_recipe/evaluate.py",
-        ("tests/math_recipe/test_evaluate_scoring.py",),
+        ("tests/math_recipe/test_evaluate.py::test_scores_are_avg_at_k_with_ungradable_and_unanswered_counted",),
         ("trl_nft.math_recipe.evaluate.x_evaluate_benchmarks__mutmut_*",),
     ),
 }

@@ -103,3 +103,10 @@ def test_dynamic_sampling_carry_over_and_adaptive_rounds_two_processes_agree(tmp
     check_dynamic_sampling_batches(tmp_path, "ds_carry", 2)
     history = [e for e in report["log_history"] if "dynamic_sampling/carried_frac" in e]
     assert any(e["dynamic_sampling/carried_frac"] > 0 for e in history), history
+    records = [r for rank in range(2) for r in json.loads((tmp_path / f"ds_carry.json.rank{rank}").read_text())]
+    # π_old stored with a carried group (computed in shares, gathered) is the log-probs of the policy that sampled it
+    stored = [d for r in records for d in r.get("stored_old_minus_now", [])]
+    assert stored and max(stored) < 1e-5, stored
+    # trained later, a carried row's π_old is no longer the current policy; a fresh row's still is
+    trained = [d for r in records for d in r.get("old_minus_now", [])]
+    assert trained and max(trained) > 1e-4 and min(trained) < 1e-5, trained

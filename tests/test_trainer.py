@@ -264,3 +264,18 @@ def test_evaluation_groups_by_its_own_group_size(model, prompt_dataset, tokenize
         quads = [sum(rewards[i : i + 4]) / 4 for i in range(0, len(rewards), 4) for _ in range(4)]
         assert rates == pytest.approx(pairs)
         assert pairs != quads, "the rewards must tell groups of two from groups of four"
+
+
+def test_off_policy_mask_acts_on_the_reused_part_of_a_generation_batch(model, prompt_dataset, tokenizer, tmp_path):
+    """Two optimizer steps per generation batch: the first is on-policy (the mask keeps everything), the second
+    trains on completions of the previous policy, where TRL's mask must drop far negative-advantage sequences."""
+    losses = {}
+    for threshold in (None, 1e-6):
+        trainer = make_trainer(copy.deepcopy(model), prompt_dataset, tokenizer, tmp_path / str(threshold),
+                               steps_per_generation=2, max_steps=2, learning_rate=0.2, per_device_train_batch_size=8,
+                               off_policy_mask_threshold=threshold)
+        trainer.train()
+        losses[threshold] = logged(trainer, "loss")
+        assert min(logged(trainer, "nft/degenerate_group_frac")) < 1.0
+    assert losses[None][0] == pytest.approx(losses[1e-6][0], rel=1e-6)
+    assert losses[None][1] != pytest.approx(losses[1e-6][1], rel=1e-4, abs=1e-7)
