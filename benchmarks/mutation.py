@@ -5,8 +5,8 @@
     python benchmarks/mutation.py --list             # the modules, their mutated code and their tests
 
 Each module runs in its own scratch copy of the repository (mutmut writes its mutated tree under ``mutants/`` of the
-directory it runs in), at the lowest CPU priority, one test process at a time. The score per module is printed and
-appended, with the surviving mutants' names, to ``benchmarks/results/mutation_raw/<module>.json``; the reviewed
+directory it runs in), niced, one test process at a time. The score per module is printed and written, with the
+surviving mutants' diffs, to ``benchmarks/results/mutation_raw/<module>.json``; the reviewed
 summary (survivors killed by a new test or explained as equivalent) is ``benchmarks/results/mutation.md``.
 Needs ``pip install -e ".[mutation]"``.
 """
@@ -95,15 +95,15 @@ def mutmut_section(target: Target) -> str:
     )
 
 
-def run_target(name: str, target: Target, max_children: int) -> dict:
+def run_target(name: str, target: Target, max_children: int, niceness: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"mutation-{name}-") as scratch:
         work = Path(scratch)
         scratch_copy(work)
         with (work / "setup.cfg").open("a") as handle:
             handle.write(mutmut_section(target))
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
-        command = ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
-                   *target.functions]
+        command = ["nice", "-n", str(niceness), sys.executable, "-m", "mutmut", "run",
+                   "--max-children", str(max_children), *target.functions]
         started = time.perf_counter()
         run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"which of {list(TARGETS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="print the modules and their tests, then exit")
     parser.add_argument("--max-children", type=int, default=1, help="test processes at once (default 1)")
+    parser.add_argument("--nice", type=int, default=10, help="CPU priority increment of the test processes (default 10)")
     args = parser.parse_args(argv)
     if args.list:
         for name, target in TARGETS.items():
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown modules {unknown}; choose from {list(TARGETS)}")
     RAW_RESULTS.mkdir(parents=True, exist_ok=True)
     for name in args.modules or list(TARGETS):
-        result = run_target(name, TARGETS[name], args.max_children)
+        result = run_target(name, TARGETS[name], args.max_children, args.nice)
         (RAW_RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         print(score_line(result), flush=True)
 
