@@ -49,7 +49,8 @@ TARGETS = {
     "config": Target(
         "trl_nft/config.py",
         ("tests/test_config.py", "tests/test_trainer.py::test_invalid_config_names_field_and_value",
-         "tests/test_trainer.py::test_ignored_grpo_options_warn", "tests/test_trainer.py::test_defaults_are_the_papers"),
+         "tests/test_trainer.py::test_ignored_grpo_options_warn",
+         "tests/test_trainer.py::test_defaults_are_the_papers"),
         (method("trl_nft.config", "NFTConfig", "_validate_nft_options"),
          method("trl_nft.config", "NFTConfig", "_warn_ignored_grpo_options")),
     ),
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"which of {list(TARGETS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="print the modules and their tests, then exit")
     parser.add_argument("--max-children", type=int, default=1, help="test processes at once (default 1)")
-    parser.add_argument("--nice", type=int, default=10, help="CPU priority increment of the test processes (default 10)")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the test processes (default 10)")
     args = parser.parse_args(argv)
     if args.list:
         for name, target in TARGETS.items():
