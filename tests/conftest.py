@@ -32,7 +32,7 @@ def optional_requirement_missing(what: str, reason: str):
 
 
 def import_optional(module: str):
-    """`pytest.importorskip` for the dev extra's packages (deepspeed, peft), failing under `TRL_NFT_REQUIRE_OPTIONAL`."""
+    """`pytest.importorskip` for the dev extra's deepspeed and peft, failing under `TRL_NFT_REQUIRE_OPTIONAL`."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
