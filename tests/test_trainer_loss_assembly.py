@@ -19,7 +19,7 @@ from trl_nft import NFTConfig, NFTTrainer
 
 # Non-default loss options, chosen so that each one changes some tokens of the batch below (asserted in the tests).
 LOSS_OPTIONS = dict(neg_weight=0.6, negative_clip=0.6, positive_clip=0.7, correct_rate_clip=0.3, max_log_ratio=0.4)
-LENGTHS = [5, 9, 3, 8, 6, 9, 2, 7]
+LENGTHS = [5, 9, 3, 8, 6, 9, 1, 7]  # a one-token completion: per-sequence normalisers must not clamp it
 # Per-row shift of log π_old − log π_θ: rows 1, 3 (wrong, group 1) and 6 (wrong, group 2) drift far, so TRL's
 # off-policy mask drops them while it keeps the other negative-advantage rows.
 ROW_SHIFT = torch.tensor([0.3, 0.5, -0.4, 0.6, -0.2, 0.1, 0.7, -0.5])
@@ -39,15 +39,18 @@ def make_trainer(model, dataset, tokenizer, tmp_path, **overrides):
     return trainer
 
 
-def current_logps(model, batch):
-    """log π_θ of each completion token, from the model's logits (temperature 1, TRL's default)."""
+def current_logps(model, batch, with_entropy=False):
+    """log π_θ of each completion token (and the entropy of π_θ there), from the model's logits (temperature 1)."""
     input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention).logits
     prompt_length = batch["prompt_ids"].size(1)
-    logits = logits[:, prompt_length - 1 : -1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    log_probs = torch.log_softmax(logits[:, prompt_length - 1 : -1].float(), dim=-1)
+    logps = log_probs.gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    if with_entropy:
+        return logps, -(log_probs.exp() * log_probs).sum(-1)
+    return logps
 
 
 def off_policy_batch(model, tokenizer, seed=0):
@@ -85,16 +88,19 @@ def reference_off_policy_mask(now, sampling, batch, mask, threshold):
     return ((advantage >= 0) | (mean_kl <= threshold)).float()
 
 
-def reference_aggregate(per_token, mask, loss_type, num_items, max_completion_length):
+def reference_aggregate(per_token, mask, loss_type, num_items, max_completion_length, accumulation=None,
+                        processes=1):
+    """TRL's `loss_type` normalisers; in training each divides by the accumulation steps (dapo: its window)."""
+    accumulation = GRADIENT_ACCUMULATION if accumulation is None else accumulation
     masked = per_token * mask
     if loss_type == "dr_grpo":
-        return masked.sum() / (mask.size(0) * max_completion_length) / GRADIENT_ACCUMULATION
+        return masked.sum() / (mask.size(0) * max_completion_length) / accumulation
     if loss_type == "grpo":
-        return (masked.sum(-1) / mask.sum(-1)).mean() / GRADIENT_ACCUMULATION
+        return (masked.sum(-1) / mask.sum(-1)).mean() / accumulation
     if loss_type == "bnpo":
-        return masked.sum() / mask.sum() / GRADIENT_ACCUMULATION
-    # dapo: tokens of the whole generation batch, scaled to this accumulation window (GRPOTrainer's normaliser)
-    return masked.sum() / (num_items * GRADIENT_ACCUMULATION / STEPS_PER_GENERATION)
+        return masked.sum() / mask.sum() / accumulation
+    # dapo: tokens of the whole generation batch on all processes, scaled to this process's accumulation window
+    return masked.sum() / (num_items / processes * accumulation / STEPS_PER_GENERATION)
 
 
 def spread(sequence_values, mask):
@@ -240,3 +246,76 @@ def test_nft_metrics_equal_independently_computed_values(model, prompt_dataset, 
     assert abs(expected["nft/negative_floor_frac"] - 0.5) > 0.05 and abs(expected["nft/ratio_mean"] - 1) > 1e-2
     logged = {name: trainer._metrics["train"][name][-1] for name in expected}
     assert logged == pytest.approx(expected, rel=1e-5)
+
+
+def test_on_policy_without_pi_old_uses_the_current_policy(model, prompt_dataset, tokenizer, tmp_path):
+    """On-policy without vLLM TRL hands over no π_old: R = 1 and the loss is the one at π_old = π_θ."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    del batch["old_per_token_logps"]
+    mask = batch["completion_mask"].float()
+    positive, negative, _, _ = reference_terms(now, dict(batch, old_per_token_logps=now), mask, LOSS_OPTIONS)
+    expected = reference_aggregate(positive + negative, mask, "dr_grpo", None, trainer.max_completion_length)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+    assert trainer._metrics["train"]["nft/ratio_max"][-1] == pytest.approx(1.0)
+
+
+def test_dapo_normaliser_shares_the_generation_batch_tokens_between_processes(model, prompt_dataset, tokenizer,
+                                                                              tmp_path, monkeypatch):
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, loss_type="dapo")
+    monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda self: 2))
+    monkeypatch.setattr(type(trainer.accelerator), "reduce", lambda self, tensor, reduction: tensor)
+    monkeypatch.setattr(type(trainer.accelerator), "gather", lambda self, tensor: tensor)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    expected = reference_aggregate(positive + negative, mask, "dapo", batch["num_items_in_batch"],
+                                   trainer.max_completion_length, processes=2)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss_type", ["dr_grpo", "dapo"])
+def test_evaluation_loss_is_not_divided_by_the_accumulation_steps(model, prompt_dataset, tokenizer, tmp_path,
+                                                                  loss_type):
+    """In eval, no accumulation (dapo: the whole generation batch is the window) and metrics go to the eval side."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, loss_type=loss_type)
+    trainer.model.eval()
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    if loss_type == "dapo":  # eval divides by every completion token of the generation batch
+        expected = ((positive + negative) * mask).sum() / batch["num_items_in_batch"]
+    else:
+        expected = reference_aggregate(positive + negative, mask, loss_type, None, trainer.max_completion_length,
+                                       accumulation=1)
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
+    assert trainer._metrics["eval"]["nft/positive_loss"] and not trainer._metrics["train"]["nft/positive_loss"]
+
+
+def test_high_entropy_mask_and_entropy_bonus(model, prompt_dataset, tokenizer, tmp_path):
+    """`top_entropy_quantile` keeps the policy term on the most uncertain tokens; the entropy bonus (averaged over
+    the same tokens) is subtracted after the aggregation, and `policy_loss` logs the loss before it."""
+    quantile, coef = 0.5, 0.1
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, top_entropy_quantile=quantile,
+                           entropy_coef=coef)
+    batch, _ = off_policy_batch(trainer.model, tokenizer)
+    now, entropy = current_logps(trainer.model, batch, with_entropy=True)
+    mask = batch["completion_mask"].float()
+    cut = torch.quantile(entropy[mask.bool()], 1 - quantile)
+    high = mask * (entropy >= cut).float()
+    assert 0 < high.sum() < mask.sum()
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    policy = reference_aggregate((positive + negative) * high, mask, "dr_grpo", None, trainer.max_completion_length)
+    bonus = coef * (entropy * high).sum() / high.sum() / GRADIENT_ACCUMULATION
+    loss = trainer.compute_loss(trainer.model, batch).detach()
+    torch.testing.assert_close(loss, policy - bonus, rtol=1e-5, atol=1e-7)
+    assert trainer._metrics["train"]["policy_loss"][-1] == pytest.approx(policy.item() * GRADIENT_ACCUMULATION,
+                                                                         rel=1e-5)
+
+
+def test_an_unsupported_loss_type_is_named(model, prompt_dataset, tokenizer, tmp_path):
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path)
+    trainer.loss_type = "cispo"  # NFTConfig refuses it; this checks the trainer's own guard
+    batch, _ = off_policy_batch(trainer.model, tokenizer)
+    with pytest.raises(ValueError, match="loss_type='cispo' is not supported by NFTTrainer"):
+        trainer.compute_loss(trainer.model, batch)
