@@ -210,20 +210,34 @@ def test_spread_sequence_loss_adds_up_to_each_sequence_once():
     assert torch.all(empty == 0)  # a completion with no counted token contributes nothing (and no NaN)
 
 
-@pytest.mark.parametrize("function", [nft_loss_terms, nft_per_token_loss, nft_log_ratio])
-def test_keyword_defaults_are_nft_configs(function):
-    """Called directly, the loss functions default to the paper's settings, the same as `NFTConfig`'s."""
-    import inspect
-
+def nft_config_loss_defaults() -> dict:
     from trl_nft import NFTConfig
 
     fields = NFTConfig.__dataclass_fields__
-    config_defaults = {name: fields[name].default for name in ("neg_weight", "prompt_weighting", "negative_clip",
-                                                                "positive_clip", "correct_rate_clip", "max_log_ratio")}
-    config_defaults["level"] = fields["importance_sampling_level"].default
-    parameters = inspect.signature(function).parameters
-    defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
-    assert defaults and defaults == {name: config_defaults[name] for name in defaults}
+    names = ("neg_weight", "prompt_weighting", "negative_clip", "positive_clip", "correct_rate_clip", "max_log_ratio")
+    return dict({name: fields[name].default for name in names}, level=fields["importance_sampling_level"].default)
+
+
+@pytest.mark.parametrize("function", [nft_loss_terms, nft_per_token_loss, nft_log_ratio])
+def test_keyword_defaults_are_nft_configs(function):
+    """Called directly, the loss functions default to the paper's settings, the same as `NFTConfig`'s: the result
+    with every keyword left out equals the one with NFTConfig's values spelled out. The batch is off-policy with one
+    log-ratio above the cap of 10 and ratios on both sides of 1, so every default shows."""
+    generator = torch.Generator().manual_seed(3)
+    logps = torch.randn(4, 5, generator=generator) - 2
+    old = logps + torch.randn(4, 5, generator=generator)
+    old[0, 0] = logps[0, 0] - 10.5
+    mask, correct, rate = torch.ones(4, 5), torch.tensor([1.0, 0, 0, 1]), torch.tensor([0.5, 0.5, 0.01, 0.99])
+    config = nft_config_loss_defaults()
+    if function is nft_log_ratio:
+        defaulted = function(logps, old, mask)
+        spelled = function(logps, old, mask, level=config["level"], max_log_ratio=config["max_log_ratio"])
+    else:
+        defaulted = function(logps, old, mask, correct, rate)
+        spelled = function(logps, old, mask, correct, rate, **config)
+    for got, want in zip(defaulted if isinstance(defaulted, tuple) else [defaulted],
+                         spelled if isinstance(spelled, tuple) else [spelled]):
+        assert torch.equal(got, want)
 
 
 def test_a_very_unlikely_correct_token_keeps_a_finite_positive_term():
