@@ -38,6 +38,22 @@ def test_concat_pads_each_key_on_its_side_with_its_value():
     assert "num_items_in_batch" not in merged  # recomputed for the final batch
 
 
+def test_recomputed_keys_are_skipped_wherever_they_come_in_the_batch():
+    first, second = ({"num_items_in_batch": b.pop("num_items_in_batch"), **b} for b in (round_batch(1, 1, 0),
+                                                                                       round_batch(1, 1, 1)))
+    assert list(first)[0] == "num_items_in_batch"
+    merged = rows.concat_batches([first, second], pad_token_id=PAD)
+    assert set(merged) == set(first) - {"num_items_in_batch"}
+    gathered = rows.gather_rows(FakeAccelerator([first, second]), first, pad_token_id=PAD)
+    assert set(gathered) == set(first) - {"num_items_in_batch"}
+
+
+def test_concat_of_one_batch_is_that_batch():
+    batch = round_batch(2, 3, 0)
+    merged = rows.concat_batches([batch], pad_token_id=PAD)
+    assert all(torch.equal(merged[key], batch[key]) for key in merged) and len(merged) == len(batch) - 1
+
+
 def test_pad_to_length_leaves_a_long_enough_tensor_alone():
     tensor = torch.ones(2, 3)
     assert rows.pad_to_length(tensor, 3, 0, left=True) is tensor
@@ -53,7 +69,8 @@ def test_pad_values(key, expected):
 
 def test_group_rows_in_the_order_given():
     assert rows.group_rows([2, 0], 3).tolist() == [6, 7, 8, 0, 1, 2]
-    assert rows.group_rows([], 3).tolist() == []
+    none = rows.group_rows([], 3)
+    assert none.dtype == torch.long and rows.take_rows(round_batch(1, 1, 0), none)["correct"].numel() == 0
 
 
 def test_take_rows_drops_recomputed_keys():
@@ -63,7 +80,9 @@ def test_take_rows_drops_recomputed_keys():
 
 
 def test_local_slices_are_equal_and_row_aligned():
-    assert [rows.local_slice(12, rank, 3) for rank in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    slices = [rows.local_slice(12, rank, 3) for rank in range(3)]
+    assert slices == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    assert torch.arange(12)[slices[1]].tolist() == [4, 5, 6, 7]  # integer bounds: usable on a tensor
     with pytest.raises(ValueError, match="10 rows cannot be split evenly over 3 processes"):
         rows.local_slice(10, 0, 3)
 
@@ -84,6 +103,7 @@ class FakeAccelerator:
         return next(k for k, v in self.per_process[0].items() if v is tensor)
 
     def pad_across_processes(self, tensor, dim, pad_index, pad_first):
+        assert dim == 1, "rows are padded along the sequence"
         key = self.key_of(tensor)
         self.padded[key] = (pad_index, pad_first)
         width = max(batch[key].size(1) for batch in self.per_process)
