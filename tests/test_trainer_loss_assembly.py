@@ -319,3 +319,30 @@ def test_an_unsupported_loss_type_is_named(model, prompt_dataset, tokenizer, tmp
     batch, _ = off_policy_batch(trainer.model, tokenizer)
     with pytest.raises(ValueError, match="loss_type='cispo' is not supported by NFTTrainer"):
         trainer.compute_loss(trainer.model, batch)
+
+
+def test_moe_router_loss_is_added_per_accumulation_step_and_logged(prompt_dataset, tokenizer, tmp_path):
+    """A mixture-of-experts policy: the router's load-balancing loss, weighted by `router_aux_loss_coef`, is added
+    after the aggregation (divided by the accumulation steps) and logged as `aux_loss`."""
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2MoeConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            num_key_value_heads=1, intermediate_size=32, moe_intermediate_size=8,
+                            shared_expert_intermediate_size=8, num_experts=4, num_experts_per_tok=2,
+                            max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    coef = 0.5
+    trainer = make_trainer(Qwen2MoeForCausalLM(config), prompt_dataset, tokenizer, tmp_path, router_aux_loss_coef=coef)
+    assert trainer.aux_loss_enabled
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    mask = batch["completion_mask"].float()
+    with torch.no_grad():
+        aux = trainer.model(input_ids=torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+                            attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+                            output_router_logits=True).aux_loss
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    nft = reference_aggregate(positive + negative, mask, "dr_grpo", None, trainer.max_completion_length)
+    loss = trainer.compute_loss(trainer.model, batch).detach()
+    torch.testing.assert_close(loss, nft + coef * aux / GRADIENT_ACCUMULATION, rtol=1e-5, atol=1e-7)
+    assert trainer._metrics["train"]["aux_loss"][-1] == pytest.approx(aux.item(), rel=1e-5)
