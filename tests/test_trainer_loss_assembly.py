@@ -292,10 +292,11 @@ def test_evaluation_loss_is_not_divided_by_the_accumulation_steps(model, prompt_
     assert trainer._metrics["eval"]["nft/positive_loss"] and not trainer._metrics["train"]["nft/positive_loss"]
 
 
-def test_high_entropy_mask_and_entropy_bonus(model, prompt_dataset, tokenizer, tmp_path):
+@pytest.mark.parametrize("quantile", [0.5, 1.0])
+def test_high_entropy_mask_and_entropy_bonus(model, prompt_dataset, tokenizer, tmp_path, quantile):
     """`top_entropy_quantile` keeps the policy term on the most uncertain tokens; the entropy bonus (averaged over
     the same tokens) is subtracted after the aggregation, and `policy_loss` logs the loss before it."""
-    quantile, coef = 0.5, 0.1
+    coef = 0.1
     trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, top_entropy_quantile=quantile,
                            entropy_coef=coef)
     batch, _ = off_policy_batch(trainer.model, tokenizer)
@@ -303,7 +304,7 @@ def test_high_entropy_mask_and_entropy_bonus(model, prompt_dataset, tokenizer, t
     mask = batch["completion_mask"].float()
     cut = torch.quantile(entropy[mask.bool()], 1 - quantile)
     high = mask * (entropy >= cut).float()
-    assert 0 < high.sum() < mask.sum()
+    assert 0 < high.sum() < mask.sum() if quantile < 1 else torch.equal(high, mask)
     positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
     policy = reference_aggregate((positive + negative) * high, mask, "dr_grpo", None, trainer.max_completion_length)
     bonus = coef * (entropy * high).sum() / high.sum() / GRADIENT_ACCUMULATION
@@ -346,3 +347,19 @@ def test_moe_router_loss_is_added_per_accumulation_step_and_logged(prompt_datase
     loss = trainer.compute_loss(trainer.model, batch).detach()
     torch.testing.assert_close(loss, nft + coef * aux / GRADIENT_ACCUMULATION, rtol=1e-5, atol=1e-7)
     assert trainer._metrics["train"]["aux_loss"][-1] == pytest.approx(aux.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["bnpo", "dapo"])
+def test_a_single_counted_token_is_not_clamped_away(model, prompt_dataset, tokenizer, tmp_path, loss_type):
+    """The token-count normalisers are clamped at 1 only to avoid 0 / 0: a batch of one counted token divides by 1."""
+    trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, loss_type=loss_type)
+    batch, now = off_policy_batch(trainer.model, tokenizer)
+    tool_mask = torch.zeros_like(batch["completion_mask"])
+    tool_mask[1, 0] = 1  # every other token was written by a tool
+    batch["tool_mask"], batch["num_items_in_batch"] = tool_mask, torch.tensor(1.0)
+    mask = (batch["completion_mask"] * tool_mask).float()
+    positive, negative, _, _ = reference_terms(now, batch, mask, LOSS_OPTIONS)
+    expected = reference_aggregate(positive + negative, mask, loss_type, batch["num_items_in_batch"],
+                                   trainer.max_completion_length)
+    assert expected.abs() > 0
+    torch.testing.assert_close(trainer.compute_loss(trainer.model, batch).detach(), expected, rtol=1e-5, atol=1e-7)
