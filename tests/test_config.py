@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from tests.conftest import tiny_args
 from trl_nft import NFTConfig
 
 
@@ -157,3 +160,41 @@ def test_keep_groups_together_refuses_steps_that_cannot_hold_whole_groups(tmp_pa
         NFTConfig(output_dir=str(tmp_path), use_cpu=True, num_generations=4, keep_groups_together=True, **settings)
     assert all(field in str(error.value) for field in fields)
     NFTConfig(output_dir=str(tmp_path), use_cpu=True, num_generations=4, **settings)  # TRL's order accepts them
+
+
+# ------------------------------------------------------------------ validation edges found by mutation testing
+@pytest.mark.parametrize("field, value", [
+    ("correct_rate_clip", 0.0), ("max_log_ratio", 0.5), ("positive_clip", 0.0), ("neg_weight", 0.0),
+    ("max_generation_rounds", 1), ("dynamic_sampling_oversample", 1), ("dynamic_sampling_first_round_oversample", 1),
+    ("dynamic_sampling_adaptive_margin", 1.0), ("dynamic_sampling_max_carry_age", 0),
+    ("importance_sampling_level", "sequence"),
+])
+def test_boundary_values_are_accepted(tmp_path, field, value):
+    assert getattr(tiny_args(NFTConfig, tmp_path, **{field: value}), field) == value
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_generation_rounds", 0), ("dynamic_sampling_oversample", 0), ("dynamic_sampling_first_round_oversample", 0),
+    ("dynamic_sampling_adaptive_margin", 0.99), ("dynamic_sampling_max_carry_age", -1),
+    ("importance_sampling_level", "Sequence"),
+])
+def test_values_past_the_boundary_name_field_and_value(tmp_path, field, value):
+    with pytest.raises(ValueError, match=re.escape(f"{field}={value!r} must be")):
+        tiny_args(NFTConfig, tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize("loss_type, says_why", [("cispo", True), ("made_up", False)])
+def test_a_refused_loss_type_says_why_when_there_is_a_reason(tmp_path, loss_type, says_why):
+    with pytest.raises(ValueError) as refused:
+        tiny_args(NFTConfig, tmp_path, loss_type=loss_type)
+    message = str(refused.value)
+    assert message.startswith(f"loss_type={loss_type!r} cannot be used with NFT")
+    reason = ": it reshapes the policy term, which NFT replaces; choose one of"
+    assert (reason in message) == says_why
+    assert says_why or "cannot be used with NFT; choose one of" in message
+
+
+def test_an_ignored_grpo_option_warning_says_why(tmp_path):
+    why = r"epsilon=0\.3 has no effect .*no clipped surrogate and no normalised advantages\.$"
+    with pytest.warns(UserWarning, match=why):
+        NFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], epsilon=0.3)

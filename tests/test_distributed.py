@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, import_optional
 from tests.step_records import check_group_tags_are_groups, rows_per_group_and_step, steps_with_split_groups
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
@@ -53,7 +53,7 @@ def test_ddp_two_processes_matches_grpo_on_policy(tmp_path):
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_deepspeed_zero3_partitions_and_trains(tmp_path, processes):
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     report = launch(tmp_path, f"zero3_{processes}", processes, "--deepspeed", str(ZERO3_CONFIG))
     assert report["world_size"] == processes
     assert report["distributed_type"] == "DistributedType.DEEPSPEED" and report["zero_stage"] == 3
@@ -89,7 +89,7 @@ def test_dynamic_sampling_two_processes_agree(tmp_path):
 
 
 def test_dynamic_sampling_with_deepspeed_zero3(tmp_path):
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     report = launch(tmp_path, "ds_zero3", 2, "--deepspeed", str(ZERO3_CONFIG), "--reward", "half_degenerate",
                     "--record-batches", "--extra", json.dumps({"dynamic_sampling": True}))
     check_dynamic_sampling_batches(tmp_path, "ds_zero3", 2)
@@ -106,6 +106,13 @@ def test_dynamic_sampling_carry_over_and_adaptive_rounds_two_processes_agree(tmp
     check_dynamic_sampling_batches(tmp_path, "ds_carry", 2)
     history = [e for e in report["log_history"] if "dynamic_sampling/carried_frac" in e]
     assert any(e["dynamic_sampling/carried_frac"] > 0 for e in history), history
+    records = [r for rank in range(2) for r in json.loads((tmp_path / f"ds_carry.json.rank{rank}").read_text())]
+    # π_old stored with a carried group (computed in shares, gathered) is the log-probs of the policy that sampled it
+    stored = [d for r in records for d in r.get("stored_old_minus_now", [])]
+    assert stored and max(stored) < 1e-5, stored
+    # trained later, a carried row's π_old is no longer the current policy; a fresh row's still is
+    trained = [d for r in records for d in r.get("old_minus_now", [])]
+    assert trained and max(trained) > 1e-4 and min(trained) < 1e-5, trained
 
 
 @pytest.mark.parametrize("dynamic_sampling", [False, True])

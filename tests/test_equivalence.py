@@ -46,12 +46,18 @@ def informative_groups(rewards, group_size):
         dict(loss_type="bnpo"),
         dict(loss_type="grpo"),
         dict(gradient_accumulation_steps=2, per_device_train_batch_size=8),
+        dict(loss_type="grpo", gradient_accumulation_steps=2, per_device_train_batch_size=8),
+        dict(loss_type="bnpo", gradient_accumulation_steps=2, per_device_train_batch_size=8),
+        # one optimizer step of two micro-batches out of a generation batch of four: dapo's window factor is 1/2
+        dict(loss_type="dapo", gradient_accumulation_steps=2, steps_per_generation=4, per_device_train_batch_size=4,
+             max_steps=1),
         dict(entropy_coef=0.05),
         dict(use_adaptive_entropy=True, entropy_coef=0.05, entropy_target=10.0),
         dict(top_entropy_quantile=0.5),
         dict(mask_truncated_completions=True, max_completion_length=12),
     ],
-    ids=["dr_grpo", "dapo", "bnpo", "grpo", "grad_accum", "entropy_bonus", "adaptive_entropy", "top_entropy",
+    ids=["dr_grpo", "dapo", "bnpo", "grpo", "grad_accum", "grpo_grad_accum", "bnpo_grad_accum", "dapo_window",
+         "entropy_bonus", "adaptive_entropy", "top_entropy",
          "mask_truncated"],
 )
 def test_nft_dr_grpo_weighting_equals_dr_grpo(base_model, prompt_dataset, tokenizer, tmp_path, shared):

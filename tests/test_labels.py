@@ -75,3 +75,34 @@ def test_a_zero_weight_reward_is_logged_but_not_checked():
     """A shaped term kept with weight 0 (only to be logged) may lie outside [0, 1]: it is not part of the label."""
     out = labels([[1, -0.5], [0, 2.0], [1, 0.0], [0, 0.0]], weights=(1.0, 0.0), names=("correct", "format"))
     assert out.correct.tolist() == [1, 0, 1, 0]
+
+
+# ------------------------------------------------------------------ edges found by mutation testing
+def test_the_group_error_counts_completions():
+    with pytest.raises(ValueError, match="6 completions do not split into groups of 4"):
+        labels([[1, 0]] * 6, weights=(0.5, 0.5), names=("a", "b"))
+
+
+def test_a_score_at_the_threshold_is_correct():
+    assert labels([[0.5], [0.4], [0.6], [0.5]], threshold=0.5).correct.tolist() == [1, 0, 1, 1]
+
+
+def test_a_sum_within_rounding_of_one_is_accepted_and_clipped_to_one():
+    """Weights summing to 1 up to float error give sums a hair above 1: accepted up to 1 + 1e-6, labelled 1."""
+    rewards = torch.tensor([[1.0], [0.0], [1.0], [0.0]], dtype=torch.float64)
+    out = correctness_from_rewards(rewards, torch.tensor([1 + 1e-6], dtype=torch.float64), 4,
+                                   reward_func_names=["verifier"])
+    assert out.correct.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert out.group_correct_rate.item() == 0.5
+
+
+def test_a_zero_weight_reward_does_not_stop_the_check_of_the_next_one():
+    with pytest.raises(ValueError, match="reward function 'verifier' returned 2.0"):
+        labels([[5.0, 2.0], [0, 0], [0, 0], [0, 0]], weights=(0.0, 1.0), names=("logged_only", "verifier"))
+
+
+def test_the_range_in_the_errors_leaves_unscorable_completions_out():
+    with pytest.raises(ValueError, match=r"range from 0.5 to 2\)"):
+        labels([[NAN], [0.5], [2.0], [0.5]])
+    with pytest.raises(ValueError, match="range from 0.8 to 1.6"):
+        labels([[1, 1], [0.5, 0.5], [NAN, NAN], [1, 1]], weights=(0.8, 0.8), names=("a", "b"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, import_optional
 from trl_nft import cli, launcher
 
 TRL_ZERO3 = str(resources.files("trl.accelerate_configs").joinpath("zero3.yaml"))
@@ -154,7 +154,7 @@ def test_two_processes_through_the_command_with_zero3(tmp_path):
     """`trl-nft train --config run.yaml --num_processes 2 ...` where run.yaml says `accelerate_config: zero3` and
     `num_processes: 8`: accelerate starts 2 processes (the command line wins) with TRL's ZeRO-3 config, each trains
     in place, none launches again. About 1-2 minutes on 2 CPU cores."""
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     from trl_nft.testing.tiny_models import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "tiny")

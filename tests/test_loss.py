@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trl_nft.loss import log_of_straight_through_max, nft_loss_terms, nft_per_token_loss
+from trl_nft.loss import log_of_straight_through_max, nft_log_ratio, nft_loss_terms, nft_per_token_loss
 
 
 def reference_loss_and_grad(logps, old, mask, correct, rate, *, neg_weight, prompt_weighting, level, negative_clip,
@@ -208,3 +208,41 @@ def test_spread_sequence_loss_adds_up_to_each_sequence_once():
     assert torch.all(spread[mask == 0] == 0)
     empty = spread_sequence_loss(sequence_loss[:1], torch.zeros(1, 4, dtype=torch.float64))
     assert torch.all(empty == 0)  # a completion with no counted token contributes nothing (and no NaN)
+
+
+def nft_config_loss_defaults() -> dict:
+    from trl_nft import NFTConfig
+
+    fields = NFTConfig.__dataclass_fields__
+    names = ("neg_weight", "prompt_weighting", "negative_clip", "positive_clip", "correct_rate_clip", "max_log_ratio")
+    return dict({name: fields[name].default for name in names}, level=fields["importance_sampling_level"].default)
+
+
+@pytest.mark.parametrize("function", [nft_loss_terms, nft_per_token_loss, nft_log_ratio])
+def test_keyword_defaults_are_nft_configs(function):
+    """Called directly, the loss functions default to the paper's settings, the same as `NFTConfig`'s: the result
+    with every keyword left out equals the one with NFTConfig's values spelled out. The batch is off-policy with one
+    log-ratio above the cap of 10 and ratios on both sides of 1, so every default shows."""
+    generator = torch.Generator().manual_seed(3)
+    logps = torch.randn(4, 5, generator=generator) - 2
+    old = logps + torch.randn(4, 5, generator=generator)
+    old[0, 0] = logps[0, 0] - 10.5
+    mask, correct, rate = torch.ones(4, 5), torch.tensor([1.0, 0, 0, 1]), torch.tensor([0.5, 0.5, 0.01, 0.99])
+    config = nft_config_loss_defaults()
+    if function is nft_log_ratio:
+        defaulted = function(logps, old, mask)
+        spelled = function(logps, old, mask, level=config["level"], max_log_ratio=config["max_log_ratio"])
+    else:
+        defaulted = function(logps, old, mask, correct, rate)
+        spelled = function(logps, old, mask, correct, rate, **config)
+    for got, want in zip(defaulted if isinstance(defaulted, tuple) else [defaulted],
+                         spelled if isinstance(spelled, tuple) else [spelled]):
+        assert torch.equal(got, want)
+
+
+def test_a_very_unlikely_correct_token_keeps_a_finite_positive_term():
+    """Without a positive floor the positive term uses log R directly: exp(−200) underflows to 0, log R does not."""
+    logps, old = torch.tensor([[-200.0, -1.0]]), torch.zeros(1, 2)
+    loss = nft_per_token_loss(logps, old, torch.ones(1, 2), torch.tensor([1.0]), torch.tensor([0.5]),
+                              prompt_weighting="none", positive_clip=0.0)
+    assert loss.tolist() == [[200.0, 1.0]]

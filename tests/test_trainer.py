@@ -8,7 +8,7 @@ import pytest
 import torch
 from trl import GRPOConfig
 
-from tests.conftest import first_char_parity_reward, tiny_args, variable_length_batch
+from tests.conftest import first_char_parity_reward, import_optional, tiny_args, variable_length_batch
 from trl_nft import NFTConfig, NFTTrainer
 from trl_nft.trainer import HOOKED_TRL_METHODS, trl_signature_mismatches
 
@@ -99,7 +99,7 @@ def test_all_wrong_batch_gives_no_gradient(model, prompt_dataset, tokenizer, tmp
 
 
 def test_peft_trains_adapter_only(model, prompt_dataset, tokenizer, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = import_optional("peft")
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer = make_trainer(model, prompt_dataset, tokenizer, tmp_path, optim="adamw_torch", max_steps=2,
@@ -317,3 +317,50 @@ def test_trl_reads_the_decoding_settings_where_evaluation_sets_them():
     generate = inspect.getsource(GRPOTrainer._generate_single_turn)
     assert "generation_config=self.generation_config" in generate
     assert "generation_kwargs=self.generation_kwargs" in generate
+
+
+class LabelRecordingTrainer(NFTTrainer):
+    """Keeps, per generated batch, the rewards in TRL's order and the correct rates handed to the loss."""
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        self.label_log = getattr(self, "label_log", []) + [(mode, self.seen_rewards, output["correct_rate"].tolist())]
+        return output
+
+
+def test_evaluation_groups_by_its_own_group_size(model, prompt_dataset, tokenizer, tmp_path):
+    """`num_generations_eval` (2) differs from training's `num_generations` (4): eval's r̂ is the mean of each pair."""
+    def recording_reward(completions, **kwargs):
+        rewards = first_char_parity_reward(completions)
+        trainer.seen_rewards = rewards
+        return rewards
+
+    args = tiny_args(NFTConfig, tmp_path, num_generations=4, num_generations_eval=2, per_device_eval_batch_size=16,
+                     eval_strategy="no")
+    trainer = LabelRecordingTrainer(model=model, reward_funcs=recording_reward, args=args,
+                                    train_dataset=prompt_dataset, eval_dataset=prompt_dataset.select(range(8)),
+                                    processing_class=tokenizer)
+    trainer.evaluate()
+    evaluated = [(rewards, rates) for mode, rewards, rates in trainer.label_log if mode == "eval"]
+    assert evaluated
+    for rewards, rates in evaluated:
+        pairs = [sum(rewards[i : i + 2]) / 2 for i in range(0, len(rewards), 2) for _ in range(2)]
+        quads = [sum(rewards[i : i + 4]) / 4 for i in range(0, len(rewards), 4) for _ in range(4)]
+        assert rates == pytest.approx(pairs)
+        assert pairs != quads, "the rewards must tell groups of two from groups of four"
+
+
+def test_off_policy_mask_acts_on_the_reused_part_of_a_generation_batch(model, prompt_dataset, tokenizer, tmp_path):
+    """Two optimizer steps per generation batch: the first is on-policy (the mask keeps everything), the second
+    trains on completions of the previous policy, where TRL's mask must drop far negative-advantage sequences."""
+    losses = {}
+    for threshold in (None, 1e-6):
+        trainer = make_trainer(copy.deepcopy(model), prompt_dataset, tokenizer, tmp_path / str(threshold),
+                               steps_per_generation=2, max_steps=2, learning_rate=0.2, per_device_train_batch_size=8,
+                               off_policy_mask_threshold=threshold)
+        trainer.train()
+        losses[threshold] = logged(trainer, "loss")
+        assert min(logged(trainer, "nft/degenerate_group_frac")) < 1.0
+    assert losses[None][0] == pytest.approx(losses[1e-6][0], rel=1e-6)
+    assert losses[None][1] != pytest.approx(losses[1e-6][1], rel=1e-4, abs=1e-7)

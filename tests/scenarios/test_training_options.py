@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import first_char_parity_reward, tiny_args
+from tests.conftest import first_char_parity_reward, import_optional, tiny_args
 from tests.scenarios.conftest import NFT_METRICS, logged, trains
 from trl_nft import NFTConfig, NFTTrainer
 
@@ -53,7 +53,7 @@ def test_adaptive_entropy_bonus(model, prompt_dataset, tokenizer, tmp_path):
 
 def test_peft_with_kl_to_the_base_model(model, prompt_dataset, tokenizer, tmp_path):
     """LoRA with beta > 0: TRL's reference is the model with the adapter disabled; only the adapter trains."""
-    peft = pytest.importorskip("peft")
+    peft = import_optional("peft")
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     args = tiny_args(NFTConfig, tmp_path, per_device_train_batch_size=16, optim="adamw_torch", beta=0.1, max_steps=2,

@@ -31,18 +31,35 @@ def half_degenerate_reward(prompts, completions, **kwargs):
     return [0.0 if int(p[0]) % 2 == 0 else r for p, r in zip(prompts, parity_reward(completions))]
 
 
+def max_abs_difference(old, now, mask) -> list[float]:
+    """Per row, the largest |log π_old − log π_θ| over its completion tokens."""
+    return [(o[m.bool()] - n[m.bool()]).abs().max().item() for o, n, m in zip(old, now, mask)]
+
+
 def recording(trainer_cls):
-    """A subclass that keeps, per generation, the rows this rank trains on (before TRL's local shuffle)."""
+    """A subclass that keeps, per generation, the rows this rank trains on (before TRL's local shuffle) and, with
+    dynamic sampling, how far their π_old and the π_old stored with newly carried groups are from the current policy
+    (read before any update, so stored π_old must equal it and carried rows' π_old must not)."""
 
     class Recording(trainer_cls):
         def _generate_and_score_completions(self, inputs):
             batch = super()._generate_and_score_completions(inputs)
             prompts = self.processing_class.batch_decode(batch["prompt_ids"], skip_special_tokens=True)
-            self.recorded = getattr(self, "recorded", []) + [{
+            record = {
                 "prompts": prompts,
                 "correct": batch["correct"].tolist(),
                 "correct_rate": batch["correct_rate"].tolist(),
-            }]
+            }
+            if "old_per_token_logps" in batch:
+                record["old_minus_now"] = max_abs_difference(batch["old_per_token_logps"], self._policy_logps(batch),
+                                                             batch["completion_mask"])
+            state = getattr(self, "_dynamic_sampling_state", None) or {"carry": []}
+            for entry in state["carry"]:
+                if entry["born_step"] == self.state.global_step:
+                    rows = {key: value.to(self.accelerator.device) for key, value in entry["rows"].items()}
+                    record.setdefault("stored_old_minus_now", []).extend(max_abs_difference(
+                        rows["old_per_token_logps"], self._policy_logps(rows), rows["completion_mask"]))
+            self.recorded = getattr(self, "recorded", []) + [record]
             return batch
 
     return Recording

