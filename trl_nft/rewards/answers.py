@@ -123,6 +123,14 @@ def gold_value_text(gold: Any) -> str | None:
     return None
 
 
+def gold_column(reward_name: str, answer: list | None, solution: list | None) -> list:
+    """The gold answers a math reward scores against: the `answer` column, else TRL's `solution` column."""
+    golds = answer if answer is not None else solution
+    if golds is None:
+        raise ValueError(f"{reward_name} needs the gold answers in an `answer` (or `solution`) column")
+    return golds
+
+
 def extract_gold_answer(gold: Any, answer_format: str = "boxed") -> str | None:
     r"""The gold answer from a dataset value: a bare answer, or a full solution ending in ``\boxed{}``/``#### N``.
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from trl_nft.rewards.answers import extract_gold_answer
+from trl_nft.rewards.answers import extract_gold_answer, gold_column
 
 # math_dapo.py:278 (the last 300 characters), then math_dapo.py:230 (the last 100 of those).
 OFFICIAL_SCORED_CHARS = 300
@@ -117,9 +117,7 @@ class DapoMathReward:
         **kwargs,
     ) -> list[float | None]:
         """Score ``completions`` against the ``answer`` column (or TRL's ``solution`` column); None = skip."""
-        golds = answer if answer is not None else solution
-        if golds is None:
-            raise ValueError(f"{self.__name__} needs the gold answers in an `answer` (or `solution`) column")
+        golds = gold_column(self.__name__, answer, solution)
         if completion_ids is None:
             raise ValueError(
                 f"{self.__name__} reads the generated tokens (completion_ids), as the official verifier does; TRL "

@@ -22,6 +22,7 @@ from trl_nft.rewards.answers import (
     completion_text,
     extract_final_answer,
     extract_gold_answer,
+    gold_column,
     max_brace_depth,
 )
 from trl_nft.rewards.verification import score_answer
@@ -81,9 +82,7 @@ class MathAccuracyReward:
         **kwargs,
     ) -> list[float | None]:
         """Score ``completions`` against the ``answer`` column (or TRL's ``solution`` column); None = skip."""
-        golds = answer if answer is not None else solution
-        if golds is None:
-            raise ValueError(f"{self.__name__} needs the gold answers in an `answer` (or `solution`) column")
+        golds = gold_column(self.__name__, answer, solution)
         if len(golds) != len(completions):
             raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
         predictions = [self.extract(completion) for completion in completions]
