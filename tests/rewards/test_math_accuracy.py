@@ -351,3 +351,12 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if alive(pid)], "verifier workers outlived their killed parent"
+
+
+@pytest.mark.parametrize("reward_name", ["math_accuracy_reward", "dapo_math_reward"])
+def test_a_dataset_without_gold_answers_names_the_columns(reward_name):
+    from trl_nft import rewards
+
+    reward = getattr(rewards, reward_name)
+    with pytest.raises(ValueError, match=rf"{reward_name} needs the gold answers in an `answer` \(or `solution`\)"):
+        reward(["\\boxed{1}"], completion_ids=[[1]])
