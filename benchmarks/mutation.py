@@ -66,7 +66,7 @@ TARGETS = {
     ),
     "evaluate_scoring": Target(
         "trl_nft/math_recipe/evaluate.py",
-        ("tests/math_recipe/test_evaluate.py::test_scores_are_avg_at_k_with_ungradable_and_unanswered_counted",),
+        ("tests/math_recipe/test_evaluate.py",),
         ("trl_nft.math_recipe.evaluate.x_evaluate_benchmarks__mutmut_*",),
     ),
 }

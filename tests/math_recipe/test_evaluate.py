@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -160,8 +161,8 @@ def test_download_to_writes_the_files_without_a_model(fake_hub, tmp_path, capsys
 # Per benchmark, per problem, the k = 4 samples' outcomes: "right", "wrong" (boxed), "none" (no final answer) or
 # "ungradable" (the verifier returns None, as when math-verify cannot parse the gold answer).
 SCORING_PLAN = {
-    "aime24": [["right", "wrong", "none", "right"], ["right", "right", "right", "wrong"],
-               ["ungradable"] * 4],
+    "aime24": [["ungradable"] * 4, ["right", "wrong", "none", "right"],  # an ungradable problem before others
+               ["right", "right", "right", "wrong"]],
     "math500": [["wrong", "none", "none", "wrong"], ["right", "wrong", "wrong", "wrong"],
                 ["right", "right", "right", "wrong"]],
 }
@@ -215,3 +216,56 @@ def test_scores_are_avg_at_k_with_ungradable_and_unanswered_counted(tmp_path, ba
     assert (aime["ungradable"], aime["no_answer"]) == (1, 1)
     assert (math500["ungradable"], math500["no_answer"]) == (0, 2)
     assert results["average"] == pytest.approx((aime["accuracy"] + math500["accuracy"]) / 2)
+
+
+# ----------------------------------------------------------------------------- what reaches the generator
+def recording_generator(calls):
+    def generate(prompts):
+        calls.append(list(prompts))
+        return [r"\boxed{0}" for _ in prompts]
+
+    return generate
+
+
+def test_generation_is_chunked_by_batch_size(tmp_path):
+    write_scoring_benchmarks(tmp_path)  # 3 problems per benchmark
+    for batch_size, sizes in [(None, [36]), (5, [5] * 7 + [1])]:
+        calls = []
+        evaluate_benchmarks(recording_generator(calls), tmp_path, benchmarks=["aime24"], n_samples_override=12,
+                            batch_size=batch_size, reward=lambda completions, answer: [0.0] * len(completions))
+        assert [len(chunk) for chunk in calls] == sizes, batch_size
+    calls = []  # the default: 32 prompts per call
+    evaluate_benchmarks(recording_generator(calls), tmp_path, benchmarks=["aime24"], n_samples_override=12,
+                        reward=lambda completions, answer: [0.0] * len(completions))
+    assert [len(chunk) for chunk in calls] == [32, 4]
+
+
+def test_prompts_are_rendered_with_the_tokenizers_chat_template(tmp_path):
+    class ChatTokenizer:
+        chat_template = "given"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "CHAT:" + messages[-1]["content"]
+
+    write_scoring_benchmarks(tmp_path)
+    calls = []
+    evaluate_benchmarks(recording_generator(calls), tmp_path, tokenizer=ChatTokenizer(), benchmarks=["math500"],
+                        n_samples_override=1, reward=lambda completions, answer: [0.0] * len(completions))
+    assert calls and all(prompt.startswith("CHAT:") and "math500 problem" in prompt for prompt in calls[0])
+
+
+def test_bad_benchmark_names_and_short_generators_are_named(tmp_path):
+    write_scoring_benchmarks(tmp_path)
+    with pytest.raises(ValueError, match=r"unknown benchmarks \['aime26'\]; choose from \['aime24'"):
+        evaluate_benchmarks(recording_generator([]), tmp_path, benchmarks=["aime26"])
+    with pytest.raises(ValueError, match="generate returned 2 completions for 3 prompts"):
+        evaluate_benchmarks(lambda prompts: ["x", "y"], tmp_path, benchmarks=["math500"], n_samples_override=1,
+                            batch_size=None)
+
+
+def test_each_benchmark_reports_its_time_and_no_benchmark_averages_to_nan(tmp_path):
+    write_scoring_benchmarks(tmp_path)
+    results = evaluate_benchmarks(recording_generator([]), tmp_path, benchmarks=["math500"], n_samples_override=1,
+                                  reward=lambda completions, answer: [0.0] * len(completions))
+    assert 0 <= results["benchmarks"]["math500"]["seconds"] < 60
+    assert math.isnan(evaluate_benchmarks(recording_generator([]), tmp_path, benchmarks=[])["average"])

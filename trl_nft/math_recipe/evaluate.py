@@ -174,7 +174,8 @@ def evaluate_benchmarks(
         plans.append((name, dataset, k, render_prompts(dataset, tokenizer)))
 
     results = {}
-    progress = tqdm(total=sum(len(p[3]) * p[2] for p in plans), desc="Generating", unit="sample")
+    total = sum(len(p[3]) * p[2] for p in plans)
+    progress = tqdm(total=total, desc="Generating", unit="sample")  # pragma: no mutate (a progress bar)
     for name, dataset, k, prompts in plans:
         repeated = [prompt for prompt in prompts for _ in range(k)]
         golds = [answer for answer in dataset["answer"] for _ in range(k)]
