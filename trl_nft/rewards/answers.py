@@ -23,14 +23,15 @@ def strip_invisible_chars(text: str) -> str:
     return _INVISIBLE_CHARS.sub("", text)
 
 
-def matching_brace(text: str, open_index: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at ``open_index`` (escaped ``\\{``/``\\}`` ignored), or None."""
+def matching_brace(text: str, open_index: int, skip_escaped: bool = True) -> int | None:
+    """Index of the ``}`` closing the ``{`` at ``open_index``, or None. Escaped ``\\{``/``\\}`` are ignored unless
+    ``skip_escaped=False`` (verl's strict-box rule counts every brace character)."""
     depth = 0
     index = open_index
     length = len(text)
     while index < length:
         char = text[index]
-        if char == "\\":
+        if char == "\\" and skip_escaped:
             index += 2  # skip the escaped character, e.g. \{ or \}
             continue
         if char == "{":

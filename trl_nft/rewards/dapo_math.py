@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from trl_nft.rewards.answers import extract_gold_answer, gold_column
+from trl_nft.rewards.answers import extract_gold_answer, gold_column, matching_brace
 
 # math_dapo.py:278 (the last 300 characters), then math_dapo.py:230 (the last 100 of those).
 OFFICIAL_SCORED_CHARS = 300
@@ -62,16 +62,9 @@ def strict_box_answer(response: str) -> str | None:
     start = window.rfind(BOX_OPENER)
     if start < 0:
         return None
-    depth = 0
-    for index in range(start, len(window)):
-        char = window[index]
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return window[start + len(BOX_OPENER) : index]
-    return None  # the last box is not closed inside the window
+    content_start = start + len(BOX_OPENER)
+    end = matching_brace(window, content_start - 1, skip_escaped=False)  # verl counts escaped braces too
+    return None if end is None else window[content_start:end]  # None: the last box is not closed in the window
 
 
 def strict_box_score(response: str, gold: str) -> float:
