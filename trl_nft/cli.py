@@ -244,16 +244,24 @@ def recipe_launch_keys(path: Path) -> tuple[str, ...]:
     return tuple(key for key in settings if key not in training and launcher.is_launch_option(f"--{key}"))
 
 
+def option_value(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` on a command line (`--flag VALUE` or `--flag=VALUE`), or None."""
+    for index, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
 def bf16_source(argv: list[str]) -> str:
     """Where `bf16: true` came from, in the user's words: the command line, a packaged recipe or a config file."""
     if any(arg == "--bf16" or arg.startswith("--bf16=") for arg in argv):
         return "--bf16 true"
     for flag in ("--recipe", "--config"):
-        for index, arg in enumerate(argv):
-            if arg.startswith(flag + "="):
-                return f"bf16: true in {flag} {arg.split('=', 1)[1]}"
-            if arg == flag and index + 1 < len(argv):
-                return f"bf16: true in {flag} {argv[index + 1]}"
+        value = option_value(argv, flag)
+        if value is not None:
+            return f"bf16: true in {flag} {value}"
     return "bf16: true"
 
 
@@ -265,8 +273,10 @@ def exit_if_bf16_unsupported(error: ValueError, argv: list[str], prog: str) -> N
     if reason is None:
         return
     source = bf16_source(argv)
-    recipe = source.split(" in --recipe ", 1)[1] if " in --recipe " in source else "NAME"
-    launch_keys = recipe_launch_keys(resolve_recipe(recipe)) if recipe != "NAME" else RECIPE_LAUNCH_KEYS
+    # The recipe whose launch lines to delete: the one bf16 came from (not when --bf16 was given explicitly).
+    recipe = option_value(argv, "--recipe") if source.startswith("bf16: true in --recipe ") else None
+    launch_keys = recipe_launch_keys(resolve_recipe(recipe)) if recipe else RECIPE_LAUNCH_KEYS
+    recipe = recipe or "NAME"
     print(f"{prog}: error: {source} needs a bf16 GPU, but {reason}. On one bf16 GPU: {PROG} train --recipe "
           f"{SINGLE_GPU_RECIPE}; on other GPUs add --bf16 false (float32); on a CPU, copy the recipe ({PROG} recipes "
           f"{recipe} > my_recipe.yaml), set {', '.join(f'{key}: {value}' for key, value in CPU_RECIPE_EDITS.items())}, "
