@@ -72,15 +72,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.readme.is_file():
         parser.error(f"readme={str(args.readme)!r}: no such file")
+    readme_text = args.readme.read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="readme_snippets_") as scratch:
         try:
-            namespace = run_python_blocks(args.readme.read_text(encoding="utf-8"), Path(scratch))
+            namespace = run_python_blocks(readme_text, Path(scratch))
         except SnippetError as error:
             print(error, file=sys.stderr)
             return 1
     trainer = namespace.get("trainer")
     steps = f", trainer at step {trainer.state.global_step} of {trainer.args.max_steps}" if trainer else ""
-    print(f"{len(python_blocks(args.readme.read_text(encoding='utf-8')))} README python blocks ran{steps}")
+    print(f"{len(python_blocks(readme_text))} README python blocks ran{steps}")
     if trainer is not None and trainer.state.global_step != trainer.args.max_steps:
         return 1
     return 0
