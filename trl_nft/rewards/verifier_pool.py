@@ -78,7 +78,7 @@ def _serve_worker(fd: int, memory_limit_mb: int | None, scorer: str = DEFAULT_SC
     """Entry point of a worker subprocess: answer scoring requests until the socket closes."""
     import signal
 
-    score = score_answer if scorer == DEFAULT_SCORER else _load_scorer(scorer)
+    score = _load_scorer(scorer)
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # timeouts are ours; their warnings are noise
     conn = Connection(fd)
