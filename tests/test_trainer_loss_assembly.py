@@ -325,16 +325,11 @@ def test_an_unsupported_loss_type_is_named(model, prompt_dataset, tokenizer, tmp
 def test_moe_router_loss_is_added_per_accumulation_step_and_logged(prompt_dataset, tokenizer, tmp_path):
     """A mixture-of-experts policy: the router's load-balancing loss, weighted by `router_aux_loss_coef`, is added
     after the aggregation (divided by the accumulation steps) and logged as `aux_loss`."""
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+    from trl_nft.testing.tiny_models import build_tiny_qwen2_moe
 
-    torch.manual_seed(0)
-    config = Qwen2MoeConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            num_key_value_heads=1, intermediate_size=32, moe_intermediate_size=8,
-                            shared_expert_intermediate_size=8, num_experts=4, num_experts_per_tok=2,
-                            max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    policy = build_tiny_qwen2_moe(tokenizer, hidden_size=16, num_layers=1, max_position_embeddings=64)
     coef = 0.5
-    trainer = make_trainer(Qwen2MoeForCausalLM(config), prompt_dataset, tokenizer, tmp_path, router_aux_loss_coef=coef)
+    trainer = make_trainer(policy, prompt_dataset, tokenizer, tmp_path, router_aux_loss_coef=coef)
     assert trainer.aux_loss_enabled
     batch, now = off_policy_batch(trainer.model, tokenizer)
     mask = batch["completion_mask"].float()

@@ -13,15 +13,14 @@ import re
 from unittest.mock import patch
 
 import pytest
-import torch
 import trl.trainer.grpo_trainer
 from datasets import Dataset
-from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 from tests.conftest import REPO_ROOT, tiny_args
 from tests.scenarios.conftest import chat_tokenizer, scripted_generate
 from trl_nft import NFTConfig, NFTTrainer
+from trl_nft.testing.tiny_models import build_tiny_qwen2_moe
 
 # Logged by NFTTrainer as by GRPOTrainer ({name}: one per reward function). `reward`, `reward_std`,
 # `frac_reward_zero_std` and `rewards/*` describe the raw rewards, before NFT turns them into labels.
@@ -88,15 +87,7 @@ def finished(completions, **kwargs):
 def moe_checkpoint(tmp_path_factory):
     """A tiny Mixture-of-Experts model (so the router's aux_loss is logged), saved so TRL can load a reference."""
     tokenizer = chat_tokenizer()
-    torch.manual_seed(0)
-    config = Qwen2MoeConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            num_key_value_heads=1, intermediate_size=64, moe_intermediate_size=16,
-                            shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
-                            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
-    model = Qwen2MoeForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = build_tiny_qwen2_moe(tokenizer)
     path = tmp_path_factory.mktemp("moe")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

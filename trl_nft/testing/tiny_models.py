@@ -157,6 +157,41 @@ def build_tiny_qwen2(
     return model
 
 
+def build_tiny_qwen2_moe(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+):
+    """A random-init Qwen2-MoE causal LM (4 experts, 2 per token, a shared expert) sized for CPU work: a policy whose
+    router adds a load-balancing loss. Untied embeddings, as Qwen2-MoE's own config."""
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=2 * hidden_size,
+        moe_intermediate_size=hidden_size // 2,
+        shared_expert_intermediate_size=hidden_size // 2,
+        num_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2MoeForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
 def save_tiny_model(path, tokenizer=None, **model_kwargs) -> str:
     """Build a tiny model + tokenizer and save both under `path` (so it can be loaded by name like a hub model).
 
